@@ -1,0 +1,209 @@
+"""The settings registry: every setting of preforkd is declared exactly once, here.
+
+Each field of :class:`Config` carries a :class:`Setting` in its metadata: its type parser,
+validator, CLI flags, ``PREFORKD_*`` environment variable, TOML key, group and help. The
+command-line parser, the environment and config-file loaders and the settings reference
+in the README are all generated from these declarations (see :mod:`preforkd.settings`).
+
+Precedence: defaults < config file < environment < command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from preforkd import parsers as p
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """How one setting is spelt on every surface, and how its value is parsed."""
+
+    group: str
+    help: str
+    flags: tuple[str, ...] = ()  # CLI flags; empty for file/env-only settings
+    parse: Callable[[str], Any] = str  # turns one textual value (CLI, env) into the type
+    validate: Callable[[Any], None] | None = None  # raises ValueError with a reason
+    multiple: bool = False  # repeatable flag; env and single strings are comma-separated
+    boolean: bool = False  # a --flag/--no-flag switch
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+    cli_only: bool = False  # not read from the config file (e.g. --config itself)
+    positional: bool = False  # the APP argument
+
+
+def setting(default: Any, *flags: str, group: str, help: str, **kw: Any) -> Any:
+    """Declare a field of Config together with its Setting (returns a dataclass field)."""
+    meta = {"setting": Setting(group=group, help=help, flags=flags, **kw)}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+SERVER = "Server"
+WORKERS = "Workers"
+LIMITS = "Request limits"
+TIMEOUTS = "Timeouts"
+LOGGING = "Logging"
+PROCESS = "Process"
+APPLICATION = "Application"
+
+COMBINED_FORMAT = '%(h)s - %(u)s [%(t)s] "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The complete, validated configuration. Immutable; build with preforkd.settings."""
+
+    # --- Application -------------------------------------------------------------------
+    app: str = setting(
+        "", group=APPLICATION, positional=True, metavar="APP",
+        help="The WSGI application: 'module:attr', 'module:factory()' or 'module' "
+        "(which looks for 'application', then 'app').",
+    )
+    config: str | None = setting(
+        None, "-c", "--config", group=APPLICATION, cli_only=True, metavar="FILE",
+        help="Read settings from this TOML file.",
+    )
+    chdir: str | None = setting(
+        None, "--chdir", group=APPLICATION, metavar="DIR",
+        help="Change to this directory before loading the application.",
+    )
+    pythonpath: tuple[str, ...] = setting(
+        (), "--pythonpath", group=APPLICATION, multiple=True, metavar="DIR",
+        help="Directories to prepend to sys.path (repeatable or comma-separated).",
+    )
+    preload: bool = setting(
+        False, "--preload", group=APPLICATION, boolean=True,
+        help="Load the application in the master before forking workers "
+        "(faster start, shared memory; code changes need a restart).",
+    )
+
+    # --- Server ------------------------------------------------------------------------
+    binds: tuple[str, ...] = setting(
+        ("127.0.0.1:8000",), "-b", "--bind", group=SERVER, multiple=True,
+        metavar="ADDRESS", parse=p.bind_address,
+        help="Listen on HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N. Repeatable.",
+    )
+    backlog: int = setting(
+        2048, "--backlog", group=SERVER, parse=int, validate=p.in_range(1, 65535),
+        help="The listen() backlog: connections queued before the kernel refuses more.",
+    )
+    forwarded_allow_ips: tuple[str, ...] = setting(
+        ("127.0.0.1", "::1"), "--forwarded-allow-ips", group=SERVER, multiple=True,
+        parse=p.ip_network_or_star, metavar="ADDRESSES",
+        help="Proxies trusted to set X-Forwarded-For and X-Forwarded-Proto: addresses or "
+        "networks, comma-separated, or '*' for any.",
+    )
+
+    # --- Workers -----------------------------------------------------------------------
+    workers: int = setting(
+        1, "-w", "--workers", group=WORKERS, parse=int, validate=p.in_range(1, 1024),
+        help="Number of worker processes.",
+    )
+    threads: int = setting(
+        16, "--threads", group=WORKERS, parse=int, validate=p.in_range(1, 4096),
+        help="Application threads per worker: requests served in parallel by one worker.",
+    )
+    loop: str = setting(
+        "auto", "--loop", group=WORKERS, choices=("auto", "asyncio", "uvloop"),
+        help="Event loop: 'uvloop' (must be installed), 'asyncio', or 'auto' "
+        "(uvloop when installed).",
+    )
+    max_requests: int = setting(
+        0, "--max-requests", group=WORKERS, parse=int, validate=p.in_range(0, 2**31),
+        help="Recycle a worker gracefully after this many requests (0: never).",
+    )
+    max_requests_jitter: int = setting(
+        0, "--max-requests-jitter", group=WORKERS, parse=int,
+        validate=p.in_range(0, 2**31),
+        help="Add a random 0..N to --max-requests per worker, so workers do not all "
+        "restart at once.",
+    )
+
+    # --- Timeouts ----------------------------------------------------------------------
+    timeout: float = setting(
+        30.0, "-t", "--timeout", group=TIMEOUTS, parse=p.duration, metavar="SECONDS",
+        validate=p.in_range(0, 86400),
+        help="A worker whose event loop is silent this long is killed and replaced.",
+    )
+    graceful_timeout: float = setting(
+        30.0, "--graceful-timeout", group=TIMEOUTS, parse=p.duration, metavar="SECONDS",
+        validate=p.in_range(0, 86400),
+        help="On stop or reload, time given to in-flight requests before workers are killed.",
+    )
+    keep_alive: float = setting(
+        5.0, "--keep-alive", group=TIMEOUTS, parse=p.duration, metavar="SECONDS",
+        validate=p.in_range(0, 3600),
+        help="Close an idle keep-alive connection after this long (0: no keep-alive).",
+    )
+    header_timeout: float = setting(
+        10.0, "--header-timeout", group=TIMEOUTS, parse=p.duration, metavar="SECONDS",
+        validate=p.in_range(0.1, 3600),
+        help="Close a connection whose request head has not fully arrived after this long "
+        "(defends against slowloris).",
+    )
+
+    # --- Request limits ----------------------------------------------------------------
+    limit_request_line: int = setting(
+        4094, "--limit-request-line", group=LIMITS, parse=int,
+        validate=p.in_range(16, 65536),
+        help="Maximum size of the request line, in bytes (414 beyond).",
+    )
+    limit_request_fields: int = setting(
+        100, "--limit-request-fields", group=LIMITS, parse=int,
+        validate=p.in_range(1, 32768),
+        help="Maximum number of header fields in a request (431 beyond).",
+    )
+    limit_request_field_size: int = setting(
+        8190, "--limit-request-field-size", group=LIMITS, parse=int,
+        validate=p.in_range(16, 65536),
+        help="Maximum size of one header field (name and value), in bytes (431 beyond).",
+    )
+
+    # --- Logging -----------------------------------------------------------------------
+    access_logfile: str | None = setting(
+        None, "--access-logfile", group=LOGGING, metavar="FILE",
+        help="Write the access log here ('-' for standard output). Off by default.",
+    )
+    access_log_format: str = setting(
+        COMBINED_FORMAT, "--access-log-format", group=LOGGING, metavar="FORMAT",
+        help="Access log line format with gunicorn-style atoms (%%(h)s %%(r)s %%(s)s ...), "
+        "or 'json' for one JSON object per line. Default: combined.",
+    )
+    error_logfile: str = setting(
+        "-", "--error-logfile", "--log-file", group=LOGGING, metavar="FILE",
+        help="Write the error log here ('-' for standard error).",
+    )
+    log_level: str = setting(
+        "info", "--log-level", group=LOGGING,
+        choices=("debug", "info", "warning", "error", "critical"),
+        help="Minimum level of error-log messages.",
+    )
+
+    # --- Process -----------------------------------------------------------------------
+    pidfile: str | None = setting(
+        None, "-p", "--pid", group=PROCESS, metavar="FILE",
+        help="Write the master's process id to this file.",
+    )
+    user: str | None = setting(
+        None, "-u", "--user", group=PROCESS,
+        help="Switch worker processes to this user (name or uid) after binding.",
+    )
+    group: str | None = setting(
+        None, "-g", "--group", group=PROCESS,
+        help="Switch worker processes to this group (name or gid) after binding.",
+    )
+    umask: int = setting(
+        0o22, "-m", "--umask", group=PROCESS, parse=p.octal, metavar="MODE",
+        validate=p.in_range(0, 0o777),
+        help="File mode creation mask of the server processes (octal, e.g. 022).",
+    )
+
+
+def settings() -> list[tuple[str, Setting, Any]]:
+    """Every setting as (field name, Setting, default), in declaration order."""
+    return [
+        (f.name, f.metadata["setting"], f.default) for f in dataclasses.fields(Config)
+    ]
