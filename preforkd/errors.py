@@ -54,3 +54,7 @@ class RemoteProtocolError(ProtocolError):
 
 class LocalProtocolError(ProtocolError):
     """We (the application, through the server) tried to break the protocol."""
+
+
+class ClientDisconnected(OSError):
+    """The client went away (or sent a short body): raised in the app's thread on read/write."""

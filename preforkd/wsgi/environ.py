@@ -1,0 +1,248 @@
+"""Building the WSGI environ (PEP 3333) from a protocol-neutral Request event."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+from urllib.parse import unquote_to_bytes
+
+from preforkd.proto.events import Request
+
+# Fixed names for the headers whose environ key is not HTTP_*, and every other name's
+# key, memoised: header names repeat endlessly, so each is converted once per worker.
+_SPECIAL_KEYS = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
+_key_cache: dict[str, str | None] = {}
+_KEY_CACHE_MAX = 2048
+
+
+def _environ_key(name: str) -> str | None:
+    """'x-api-key' -> 'HTTP_X_API_KEY'; None for a name that must be dropped."""
+    key = _key_cache.get(name)
+    if key is None and name not in _key_cache:
+        if "_" in name:
+            # "X_Api_Key" and "X-Api-Key" would collide in the environ; a client could use
+            # the underscore form to spoof a header a proxy in front of us sets (nginx and
+            # gunicorn drop them too).
+            key = None
+        else:
+            key = _SPECIAL_KEYS.get(name) or "HTTP_" + name.upper().replace("-", "_")
+        if len(_key_cache) < _KEY_CACHE_MAX:
+            _key_cache[name] = key
+    return key
+
+
+class ProxyTrust:
+    """Which peers may tell us the client address and scheme (--forwarded-allow-ips)."""
+
+    def __init__(self, allowed: Sequence[str]) -> None:
+        self.any = "*" in allowed
+        self._networks = [ipaddress.ip_network(a, strict=False) for a in allowed if a != "*"]
+        self._cache: dict[str, bool] = {}
+
+    def trusts(self, address: str) -> bool:
+        if self.any:
+            return True
+        known = self._cache.get(address)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                known = address == ""  # a UNIX socket peer is local: only a proxy can reach it
+            else:
+                known = any(ip in net for net in self._networks)
+            if len(self._cache) < 4096:
+                self._cache[address] = known
+        return known
+
+    def client_from(self, forwarded_for: str) -> str | None:
+        """The client address in X-Forwarded-For: the rightmost entry we do not trust
+        (entries to its left were written by the client and cannot be believed)."""
+        hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+        for hop in reversed(hops):
+            if not self.trusts(hop):
+                return hop
+        return hops[0] if hops else None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """What the environ needs to know about the connection a request came on."""
+
+    server_name: str
+    server_port: str
+    remote_addr: str
+    remote_port: str
+    url_scheme: str  # "http" or "https"
+    from_trusted_proxy: bool
+
+
+class ErrorStream:
+    """wsgi.errors: text written by the app goes to the error log, a line at a time."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self._logger.error(line)
+        return len(text)
+
+    def writelines(self, lines: Sequence[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        pass
+
+
+class FileWrapper:
+    """wsgi.file_wrapper: lets the server send a file with sendfile(2) where it can."""
+
+    def __init__(self, filelike: IO[bytes], block_size: int = 64 * 1024) -> None:
+        self.filelike = filelike
+        self.block_size = block_size
+        close = getattr(filelike, "close", None)
+        if close is not None:
+            self.close = close
+
+    def fileno(self) -> int | None:
+        """The descriptor of a regular file we can sendfile() from, else None."""
+        try:
+            fd = self.filelike.fileno()
+
+            return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        except (AttributeError, OSError, ValueError):
+            return None
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        while block := read(self.block_size):
+            yield block
+
+
+_app_errors = ErrorStream(logging.getLogger("preforkd.app"))
+
+
+def _server_name_port(host: str, default_port: str) -> tuple[str, str]:
+    if host.startswith("["):  # [::1]:8000
+        end = host.find("]")
+        name, rest = host[: end + 1], host[end + 1 :]
+        return name, rest[1:] if rest.startswith(":") else default_port
+    name, sep, port = host.partition(":")
+    return name, port if sep and port else default_port
+
+
+def _split_target(target: str) -> tuple[str, str, str | None]:
+    """request-target to (path, query, authority-from-absolute-form)."""
+    authority = None
+    if not target.startswith("/") and "://" in target:
+        # absolute-form (RFC 9112 §3.2.2): the target's authority replaces Host.
+        _, _, rest = target.partition("://")
+        slash = rest.find("/")
+        question = rest.find("?")
+        cut = min(i for i in (slash, question, len(rest)) if i >= 0)
+        authority, target = rest[:cut], rest[cut:] or "/"
+        if target.startswith("?"):
+            target = "/" + target
+    path, _, query = target.partition("?")
+    path = path.partition("#")[0]
+    return path, query, authority
+
+
+def build_environ(
+    request: Request,
+    conn: ConnectionInfo,
+    wsgi_input: Any,
+    proxy: ProxyTrust,
+    *,
+    multithread: bool = True,
+    multiprocess: bool = False,
+    script_name: str = "",
+) -> dict[str, Any]:
+    path, query, authority = _split_target(request.target)
+    environ: dict[str, Any] = {}
+    for name, value in request.headers:
+        key = _environ_key(name)
+        if key is None:
+            continue
+        if key in environ:
+            # Repeated fields combine with "," (RFC 9110 §5.3); cookies with "; "
+            # (RFC 6265 §5.4, which HTTP/2 clients rely on: RFC 9113 §8.2.3).
+            sep = "; " if key == "HTTP_COOKIE" else ","
+            environ[key] = environ[key] + sep + value
+        else:
+            environ[key] = value
+    if authority is not None:
+        environ["HTTP_HOST"] = authority
+
+    scheme = conn.url_scheme
+    remote_addr = conn.remote_addr
+    if conn.from_trusted_proxy:
+        proto = environ.get("HTTP_X_FORWARDED_PROTO")
+        if proto:
+            proto = proto.rpartition(",")[2].strip().lower()
+            if proto in ("http", "https"):
+                scheme = proto
+        forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
+        if forwarded_for:
+            remote_addr = proxy.client_from(forwarded_for) or remote_addr
+
+    default_port = "443" if scheme == "https" else "80"
+    host = environ.get("HTTP_HOST")
+    if host:
+        server_name, server_port = _server_name_port(host, default_port)
+    else:
+        server_name, server_port = conn.server_name, conn.server_port
+
+    # PATH_INFO is the percent-decoded path, its bytes as latin-1 (PEP 3333 "unicode
+    # issues"); SCRIPT_NAME is a mount prefix the app sees as already consumed.
+    path_info = unquote_to_bytes(path).decode("latin-1") if "%" in path else path
+    if script_name and (path_info == script_name or path_info.startswith(script_name + "/")):
+        path_info = path_info[len(script_name) :]
+
+    environ.update(
+        {
+            "REQUEST_METHOD": request.method,
+            "SCRIPT_NAME": script_name,
+            "PATH_INFO": path_info,
+            "QUERY_STRING": query,
+            "RAW_URI": request.target,
+            "REQUEST_URI": request.target,
+            "SERVER_NAME": server_name,
+            "SERVER_PORT": server_port,
+            "SERVER_PROTOCOL": "HTTP/" + request.http_version,
+            "REMOTE_ADDR": remote_addr,
+            "REMOTE_PORT": conn.remote_port,
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": scheme,
+            "wsgi.input": wsgi_input,
+            "wsgi.input_terminated": True,
+            "wsgi.errors": _app_errors,
+            "wsgi.multithread": multithread,
+            "wsgi.multiprocess": multiprocess,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+        }
+    )
+    return environ
+
+
+def default_script_name() -> str:
+    """SCRIPT_NAME from the process environment (a mount prefix set by the operator)."""
+    return os.environ.get("SCRIPT_NAME", "").rstrip("/")
+
+
+__all__ = [
+    "ConnectionInfo",
+    "ErrorStream",
+    "FileWrapper",
+    "ProxyTrust",
+    "build_environ",
+    "default_script_name",
+]

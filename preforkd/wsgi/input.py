@@ -1,0 +1,162 @@
+"""wsgi.input: the request body, filled by the event loop and read by an app thread.
+
+Theory of operation. The loop thread calls ``feed``/``feed_eof``/``feed_error``; the app
+thread calls ``read``/``readline``/iteration and blocks while no data is buffered. The
+buffer is bounded: ``feed`` returns True once more than ``high_water`` bytes wait, and the
+protocol adapter then stops reading from the socket (HTTP/1.1) or stops reopening the
+receive window (HTTP/2). As the app consumes data, it reports the consumed byte count to
+the loop through ``on_consumed`` (scheduled with call_soon_threadsafe, in batches) so the
+adapter can resume. The first time the app wants data that is not there, ``on_consumed(0)``
+is reported too: that is the moment an HTTP/1.1 adapter sends "100 Continue"
+(RFC 9110 §10.1.1: the server should send it only when it intends to read the body).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+from preforkd.errors import ClientDisconnected
+
+# A whole-body read is served in one piece; a line without a newline may grow this large
+# before readline() gives up and returns what it has (the app asked for a line, not the body).
+DEFAULT_HIGH_WATER = 256 * 1024
+
+Schedule = Callable[[Callable[[], None]], None]
+
+
+class InputStream:
+    def __init__(
+        self,
+        schedule: Schedule,
+        on_consumed: Callable[[int], None],
+        high_water: int = DEFAULT_HIGH_WATER,
+    ) -> None:
+        self._schedule = schedule  # runs a callable on the loop thread
+        self._on_consumed = on_consumed
+        self._high_water = high_water
+        self._report_threshold = max(1, high_water // 4)
+        self._buffer = bytearray()
+        self._cond = threading.Condition(threading.Lock())
+        self._eof = False
+        self._error: BaseException | None = None
+        self._unreported = 0  # bytes consumed but not yet reported to the loop
+        self._demanded = False  # the app has asked for data at least once
+        self.bytes_read = 0
+
+    # --- loop side ----------------------------------------------------------------------
+    def feed(self, data: bytes) -> bool:
+        """Buffer body bytes; True when the buffer is over its high-water mark."""
+        with self._cond:
+            self._buffer += data
+            self._cond.notify()
+            return len(self._buffer) > self._high_water
+
+    def feed_eof(self) -> None:
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def feed_error(self, exc: BaseException) -> None:
+        """The body cannot be completed (client gone, short body): reads will raise."""
+        with self._cond:
+            if not self._eof:
+                self._error = exc
+            self._cond.notify_all()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    @property
+    def complete(self) -> bool:
+        return self._eof
+
+    @property
+    def demanded(self) -> bool:
+        return self._demanded
+
+    # --- app side -----------------------------------------------------------------------
+    def _wait_for_data(self) -> None:
+        """Block until the buffer grows, EOF or an error. Caller holds the lock."""
+        self._report(force=True)
+        self._cond.wait()
+
+    def _report(self, force: bool = False) -> None:
+        """Tell the loop how much was consumed, in batches, and always before blocking."""
+        if force or self._unreported >= self._report_threshold:
+            n, self._unreported = self._unreported, 0
+            if n or force:
+                self._demanded = True
+                self._schedule(lambda: self._on_consumed(n))
+
+    def _take(self, n: int) -> bytes:
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        self._unreported += n
+        self.bytes_read += n
+        return data
+
+    def _check_error(self) -> None:
+        if self._error is not None:
+            raise ClientDisconnected(str(self._error)) from self._error
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Read ``size`` bytes, fewer only at the end of the body; all of it if negative.
+
+        Data is taken out of the bounded buffer as it arrives, so asking for more than the
+        high-water mark never stalls the producer."""
+        remaining = None if size is None or size < 0 else size
+        parts: list[bytes] = []
+        with self._cond:
+            while True:
+                if self._buffer and remaining != 0:
+                    n = (
+                        len(self._buffer)
+                        if remaining is None
+                        else min(remaining, len(self._buffer))
+                    )
+                    parts.append(self._take(n))
+                    if remaining is not None:
+                        remaining -= n
+                if remaining == 0 or self._eof:
+                    break
+                self._check_error()
+                self._wait_for_data()
+            self._report()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        # A line is capped at the buffer size: a client cannot make us hold an endless line.
+        limit = self._high_water
+        if size is not None and 0 <= size < limit:
+            limit = size
+        with self._cond:
+            start = 0
+            while True:
+                end = self._buffer.find(b"\n", start, limit)
+                if end >= 0:
+                    line = self._take(end + 1)
+                    break
+                if len(self._buffer) >= limit or self._eof:
+                    line = self._take(min(limit, len(self._buffer)))
+                    break
+                self._check_error()
+                start = len(self._buffer)
+                self._wait_for_data()
+            self._report()
+        return line
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        lines: list[bytes] = []
+        total = 0
+        for line in self:
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
