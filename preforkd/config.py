@@ -33,6 +33,9 @@ class Setting:
     metavar: str | None = None
     cli_only: bool = False  # not read from the config file (e.g. --config itself)
     positional: bool = False  # the APP argument
+    env: str | None = None  # environment variable, if not PREFORKD_ + the field name
+    toml_aliases: tuple[str, ...] = ()  # other accepted config-file keys
+    example: Any = None  # shown in conf/preforkd.toml when the default is None or empty
 
 
 def setting(default: Any, *flags: str, group: str, help: str, **kw: Any) -> Any:
@@ -49,9 +52,12 @@ LOGGING = "Logging"
 PROCESS = "Process"
 APPLICATION = "Application"
 
-COMBINED_FORMAT = '%(h)s - %(u)s [%(t)s] "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+# Apache's "combined" log format; %(t)s includes its brackets, as in gunicorn.
+COMBINED_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
 
+# One compact block per setting reads better than one argument per line:
+# fmt: off
 @dataclass(frozen=True, slots=True)
 class Config:
     """The complete, validated configuration. Immutable; build with preforkd.settings."""
@@ -59,6 +65,7 @@ class Config:
     # --- Application -------------------------------------------------------------------
     app: str = setting(
         "", group=APPLICATION, positional=True, metavar="APP",
+        example="myproject.wsgi:application",
         help="The WSGI application: 'module:attr', 'module:factory()' or 'module' "
         "(which looks for 'application', then 'app').",
     )
@@ -67,11 +74,12 @@ class Config:
         help="Read settings from this TOML file.",
     )
     chdir: str | None = setting(
-        None, "--chdir", group=APPLICATION, metavar="DIR",
+        None, "--chdir", group=APPLICATION, metavar="DIR", example="/srv/myproject",
         help="Change to this directory before loading the application.",
     )
     pythonpath: tuple[str, ...] = setting(
         (), "--pythonpath", group=APPLICATION, multiple=True, metavar="DIR",
+        example=("src",),
         help="Directories to prepend to sys.path (repeatable or comma-separated).",
     )
     preload: bool = setting(
@@ -83,11 +91,12 @@ class Config:
     # --- Server ------------------------------------------------------------------------
     binds: tuple[str, ...] = setting(
         ("127.0.0.1:8000",), "-b", "--bind", group=SERVER, multiple=True,
-        metavar="ADDRESS", parse=p.bind_address,
+        metavar="ADDRESS", parse=p.bind_address, validate=p.not_empty,
+        env="PREFORKD_BIND", toml_aliases=("bind",),
         help="Listen on HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N. Repeatable.",
     )
     backlog: int = setting(
-        2048, "--backlog", group=SERVER, parse=int, validate=p.in_range(1, 65535),
+        2048, "--backlog", group=SERVER, parse=p.integer, validate=p.in_range(1, 65535),
         help="The listen() backlog: connections queued before the kernel refuses more.",
     )
     forwarded_allow_ips: tuple[str, ...] = setting(
@@ -99,11 +108,11 @@ class Config:
 
     # --- Workers -----------------------------------------------------------------------
     workers: int = setting(
-        1, "-w", "--workers", group=WORKERS, parse=int, validate=p.in_range(1, 1024),
+        1, "-w", "--workers", group=WORKERS, parse=p.integer, validate=p.in_range(1, 1024),
         help="Number of worker processes.",
     )
     threads: int = setting(
-        16, "--threads", group=WORKERS, parse=int, validate=p.in_range(1, 4096),
+        16, "--threads", group=WORKERS, parse=p.integer, validate=p.in_range(1, 4096),
         help="Application threads per worker: requests served in parallel by one worker.",
     )
     loop: str = setting(
@@ -112,11 +121,11 @@ class Config:
         "(uvloop when installed).",
     )
     max_requests: int = setting(
-        0, "--max-requests", group=WORKERS, parse=int, validate=p.in_range(0, 2**31),
+        0, "--max-requests", group=WORKERS, parse=p.integer, validate=p.in_range(0, 2**31),
         help="Recycle a worker gracefully after this many requests (0: never).",
     )
     max_requests_jitter: int = setting(
-        0, "--max-requests-jitter", group=WORKERS, parse=int,
+        0, "--max-requests-jitter", group=WORKERS, parse=p.integer,
         validate=p.in_range(0, 2**31),
         help="Add a random 0..N to --max-requests per worker, so workers do not all "
         "restart at once.",
@@ -147,29 +156,30 @@ class Config:
 
     # --- Request limits ----------------------------------------------------------------
     limit_request_line: int = setting(
-        4094, "--limit-request-line", group=LIMITS, parse=int,
+        4094, "--limit-request-line", group=LIMITS, parse=p.integer,
         validate=p.in_range(16, 65536),
         help="Maximum size of the request line, in bytes (414 beyond).",
     )
     limit_request_fields: int = setting(
-        100, "--limit-request-fields", group=LIMITS, parse=int,
+        100, "--limit-request-fields", group=LIMITS, parse=p.integer,
         validate=p.in_range(1, 32768),
         help="Maximum number of header fields in a request (431 beyond).",
     )
     limit_request_field_size: int = setting(
-        8190, "--limit-request-field-size", group=LIMITS, parse=int,
+        8190, "--limit-request-field-size", group=LIMITS, parse=p.integer,
         validate=p.in_range(16, 65536),
         help="Maximum size of one header field (name and value), in bytes (431 beyond).",
     )
 
     # --- Logging -----------------------------------------------------------------------
     access_logfile: str | None = setting(
-        None, "--access-logfile", group=LOGGING, metavar="FILE",
+        None, "--access-logfile", group=LOGGING, metavar="FILE", example="-",
         help="Write the access log here ('-' for standard output). Off by default.",
     )
     access_log_format: str = setting(
         COMBINED_FORMAT, "--access-log-format", group=LOGGING, metavar="FORMAT",
-        help="Access log line format with gunicorn-style atoms (%%(h)s %%(r)s %%(s)s ...), "
+        validate=p.access_log_format,
+        help="Access log line format with gunicorn-style atoms (%(h)s %(r)s %(s)s ...), "
         "or 'json' for one JSON object per line. Default: combined.",
     )
     error_logfile: str = setting(
@@ -184,15 +194,15 @@ class Config:
 
     # --- Process -----------------------------------------------------------------------
     pidfile: str | None = setting(
-        None, "-p", "--pid", group=PROCESS, metavar="FILE",
+        None, "-p", "--pid", group=PROCESS, metavar="FILE", example="/run/preforkd.pid",
         help="Write the master's process id to this file.",
     )
     user: str | None = setting(
-        None, "-u", "--user", group=PROCESS,
+        None, "-u", "--user", group=PROCESS, example="www-data",
         help="Switch worker processes to this user (name or uid) after binding.",
     )
     group: str | None = setting(
-        None, "-g", "--group", group=PROCESS,
+        None, "-g", "--group", group=PROCESS, example="www-data",
         help="Switch worker processes to this group (name or gid) after binding.",
     )
     umask: int = setting(
@@ -201,9 +211,9 @@ class Config:
         help="File mode creation mask of the server processes (octal, e.g. 022).",
     )
 
+# fmt: on
+
 
 def settings() -> list[tuple[str, Setting, Any]]:
     """Every setting as (field name, Setting, default), in declaration order."""
-    return [
-        (f.name, f.metadata["setting"], f.default) for f in dataclasses.fields(Config)
-    ]
+    return [(f.name, f.metadata["setting"], f.default) for f in dataclasses.fields(Config)]

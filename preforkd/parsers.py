@@ -76,3 +76,104 @@ def bind_address(text: str) -> str:
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{value!r}: the port must be a number from 0 to 65535")
     return value
+
+
+def integer(text: str) -> int:
+    """A decimal integer, e.g. '4' (int() alone gives a message users cannot act on)."""
+    try:
+        return int(text.strip(), 10)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an integer") from None
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def boolean(text: str) -> bool:
+    """'1', 'true', 'yes', 'on' or '0', 'false', 'no', 'off' (any case)."""
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use true/false, yes/no, on/off or 1/0)")
+
+
+def not_empty(values: tuple[str, ...]) -> None:
+    if not values:
+        raise ValueError("at least one value is required")
+
+
+# --- Access log format ----------------------------------------------------------------
+# The atoms of gunicorn's access log format, written %(atom)s. The access log
+# (preforkd.logs) renders each of them; the format is checked here so that a typo is a
+# configuration error reported at start-up, not a line full of dashes at run time.
+ACCESS_LOG_ATOMS: dict[str, str] = {
+    "h": "remote address",
+    "l": "'-' (the identd user, never known)",
+    "u": "user name from HTTP Basic authentication, or '-'",
+    "t": "time the request started, [21/Nov/2026:20:00:00 +0000]",
+    "r": "request line, GET /path?query HTTP/1.1",
+    "m": "request method",
+    "U": "URL path, without the query string",
+    "q": "query string",
+    "H": "protocol, HTTP/1.1 or HTTP/2",
+    "s": "response status",
+    "B": "response body size in bytes",
+    "b": "response body size in bytes, or '-' when 0",
+    "f": "Referer header, or '-'",
+    "a": "User-Agent header, or '-'",
+    "T": "request time in whole seconds",
+    "D": "request time in microseconds",
+    "M": "request time in milliseconds",
+    "L": "request time in decimal seconds",
+    "p": "process id, <1234>",
+    "{name}i": "request header 'name', or '-'",
+    "{name}o": "response header 'name', or '-'",
+}
+ACCESS_LOG_JSON = "json"
+
+_FORMAT_TOKEN = re.compile(r"%%|%\((?P<atom>[^()]*)\)s|%")
+_HEADER_ATOM = re.compile(r"^\{([!#$%&'*+.^_`|~0-9A-Za-z-]+)\}([io])$")
+
+
+def split_access_log_format(fmt: str) -> tuple[str, tuple[str, ...]]:
+    """Split a %(atom)s format into a %-template with positional ``%s`` and its atoms.
+
+    Header atoms come back with the header name lower-cased, e.g. '{x-request-id}i'.
+    Raises ValueError for an unknown atom or a '%' that starts no atom.
+    """
+    template: list[str] = []
+    atoms: list[str] = []
+    pos = 0
+    for match in _FORMAT_TOKEN.finditer(fmt):
+        template.append(fmt[pos : match.start()])
+        pos = match.end()
+        token, atom = match.group(0), match.group("atom")
+        if token == "%%":
+            template.append("%%")
+            continue
+        if atom is None:
+            raise ValueError(
+                f"stray '%' at position {match.start()} of {fmt!r} "
+                "(atoms are written %(h)s; write %% for a literal percent sign)"
+            )
+        header = _HEADER_ATOM.match(atom)
+        if header:
+            atom = "{" + header.group(1).lower() + "}" + header.group(2)
+        elif atom not in ACCESS_LOG_ATOMS or atom.startswith("{"):
+            known = " ".join(a for a in ACCESS_LOG_ATOMS if not a.startswith("{"))
+            raise ValueError(
+                f"unknown access log atom %({atom})s (known: {known}, {{header}}i, {{header}}o)"
+            )
+        template.append("%s")
+        atoms.append(atom)
+    template.append(fmt[pos:])
+    return "".join(template), tuple(atoms)
+
+
+def access_log_format(fmt: str) -> None:
+    """Validator: 'json' or a format of known %(atom)s atoms."""
+    if fmt != ACCESS_LOG_JSON:
+        split_access_log_format(fmt)

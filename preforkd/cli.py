@@ -1,0 +1,38 @@
+"""The ``preforkd`` command: load the configuration, set up logging, run the master."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from preforkd import errors, logs
+from preforkd.settings import EarlyExit, load_config
+
+
+def _fail(message: str) -> int:
+    for line in message.splitlines() or [""]:
+        print(f"preforkd: error: {line}", file=sys.stderr)
+    return errors.EXIT_CONFIG_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run preforkd with ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
+
+    Usable as ``sys.exit(main())``. Configuration problems are all reported on standard
+    error, one ``preforkd: error:`` line each, with exit code EXIT_CONFIG_ERROR.
+    """
+    try:
+        cfg = load_config(argv)
+    except EarlyExit as early:  # --help, --version
+        print(early.text.rstrip("\n"))
+        return errors.EXIT_OK
+    except errors.ConfigError as exc:
+        return _fail(str(exc))
+    try:
+        logs.setup_error_log(cfg)
+    except OSError as exc:
+        return _fail(f"--error-logfile: cannot open {cfg.error_logfile!r}: {exc.strerror}")
+
+    from preforkd.master.arbiter import run  # imported late: --help must stay fast
+
+    return run(cfg)

@@ -1,0 +1,122 @@
+"""The preforkd command: main() and python -m preforkd."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from preforkd import __version__, errors, logs
+from preforkd.cli import main
+from preforkd.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in list(os.environ):
+        if var.startswith("PREFORKD_"):
+            monkeypatch.delenv(var)
+
+
+@pytest.fixture
+def fake_run(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Config]]:
+    """Replace the master with a stub recording the Config it was given."""
+    calls: list[Config] = []
+
+    def run(cfg: Config) -> int:
+        calls.append(cfg)
+        return 7
+
+    module = types.ModuleType("preforkd.master.arbiter")
+    module.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "preforkd.master.arbiter", module)
+    logger = logging.getLogger("preforkd")
+    saved = (logger.handlers[:], logger.level, logger.propagate, logs._installed[:])
+    yield calls
+    for handler in logs._installed:
+        handler.close()
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+    logs._installed[:] = saved[3]
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == errors.EXIT_OK
+    assert capsys.readouterr().out == f"preforkd {__version__}\n"
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == errors.EXIT_OK
+    out = capsys.readouterr().out
+    assert out.startswith("usage: preforkd [OPTIONS] APP")
+
+
+def test_config_errors_are_all_printed(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PREFORKD_THREADS", "many")
+    assert main(["m:app", "-w", "x", "--wrokers", "2"]) == errors.EXIT_CONFIG_ERROR
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "preforkd: error: unrecognized option --wrokers (did you mean --workers?)",
+        "preforkd: error: --workers: 'x' is not an integer",
+        "preforkd: error: PREFORKD_THREADS: 'many' is not an integer",
+    ]
+
+
+def test_runs_the_master_with_the_config(
+    fake_run: list[Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["m:app", "-w", "3", "--log-level", "debug"]) == 7
+    [cfg] = fake_run
+    assert (cfg.app, cfg.workers) == ("m:app", 3)
+    logger = logging.getLogger("preforkd")
+    assert logger.getEffectiveLevel() == logging.DEBUG
+    logger.debug("hello from the test")
+    assert "[DEBUG] hello from the test" in capsys.readouterr().err
+
+
+def test_unopenable_error_log(
+    fake_run: list[Config], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = str(tmp_path / "missing-dir" / "error.log")
+    assert main(["m:app", "--error-logfile", bad]) == errors.EXIT_CONFIG_ERROR
+    assert capsys.readouterr().err == (
+        f"preforkd: error: --error-logfile: cannot open {bad!r}: No such file or directory\n"
+    )
+    assert fake_run == []
+
+
+def run_module(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFORKD_")}
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_python_dash_m_preforkd_version() -> None:
+    result = run_module("preforkd", "--version")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        f"preforkd {__version__}\n",
+        "",
+    )
+
+
+def test_python_dash_m_preforkd_without_app() -> None:
+    result = run_module("preforkd")
+    assert result.returncode == errors.EXIT_CONFIG_ERROR
+    assert result.stderr.startswith("preforkd: error: no application given")
