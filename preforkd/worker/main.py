@@ -7,19 +7,36 @@ create the event loop, serve on the inherited listeners, report "ready" to the m
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import random
+import signal
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from preforkd import errors
 from preforkd.config import Config
+from preforkd.proto.h1 import H1Limits
+from preforkd.worker.server import Server
+from preforkd.worker.state import ConnectionSettings, WorkerState
+from preforkd.wsgi.environ import ProxyTrust, default_script_name
 
 WSGIApp = Callable[..., Any]
+
+log = logging.getLogger("preforkd.worker")
 
 # The worker writes this line to the master's status pipe once it is serving. One line is
 # far below PIPE_BUF, so concurrent writes from several workers never interleave.
 READY_MESSAGE = b"ready %d\n"
+
+_MASTER_SIGNALS = (
+    signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
+    signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -32,6 +49,8 @@ class WorkerSpec:
     notify_fd: int  # write end of the master's status pipe
     master_pid: int
     app: WSGIApp | None = None  # the preloaded app (--preload), else loaded from cfg.app
+    uid: int | None = None  # drop to this user after fork (--user)
+    gid: int | None = None  # and this group (--group)
 
 
 def notify_ready(fd: int) -> None:
@@ -40,4 +59,131 @@ def notify_ready(fd: int) -> None:
 
 def run_worker(spec: WorkerSpec) -> int:
     """Run a worker to completion in the forked child; returns its exit code."""
-    raise NotImplementedError
+    cfg = spec.cfg
+    _reset_signals()
+    _set_title(f"preforkd: worker {spec.worker_id} [{cfg.app}]")
+    random.seed()
+    try:
+        _drop_privileges(spec)
+    except OSError as exc:
+        log.error("Worker %d could not drop privileges: %s", spec.worker_id, exc)
+        return errors.WORKER_EXIT_BOOT_ERROR
+    app = spec.app
+    if app is None:
+        from preforkd.loading import load_app
+
+        try:
+            app = load_app(cfg.app, chdir=cfg.chdir, pythonpath=cfg.pythonpath)
+        except errors.AppLoadError as exc:
+            log.error("Failed to load the application: %s\n%s", exc, exc.details)
+            return errors.WORKER_EXIT_APP_LOAD_ERROR
+    try:
+        loop = _new_loop(cfg.loop)
+    except errors.PreforkdError as exc:
+        log.error("%s", exc)
+        return errors.WORKER_EXIT_BOOT_ERROR
+    try:
+        return _serve(spec, app, loop)
+    finally:
+        loop.close()
+
+
+def _serve(spec: WorkerSpec, app: WSGIApp, loop: asyncio.AbstractEventLoop) -> int:
+    cfg = spec.cfg
+    from preforkd.logs import AccessLog, reopen_log_files
+
+    access_log = AccessLog(cfg.access_logfile, cfg.access_log_format)
+    executor = ThreadPoolExecutor(cfg.threads, thread_name_prefix=f"preforkd-w{spec.worker_id}")
+    state = WorkerState(
+        app=app,
+        settings=connection_settings(cfg),
+        executor=executor,
+        proxy=ProxyTrust(cfg.forwarded_allow_ips),
+        call_soon_threadsafe=loop.call_soon_threadsafe,
+        access_log=access_log,
+    )
+    jitter = random.randint(0, cfg.max_requests_jitter) if cfg.max_requests else 0
+    server = Server(
+        loop,
+        state,
+        spec.listeners,
+        backlog=cfg.backlog,
+        graceful_timeout=cfg.graceful_timeout,
+        master_pid=spec.master_pid,
+        max_requests=cfg.max_requests + jitter if cfg.max_requests else 0,
+    )
+
+    def reopen() -> None:
+        reopen_log_files()
+        access_log.reopen()
+
+    server.install_signal_handlers(reopen)
+    loop.run_until_complete(server.start())
+    notify_ready(spec.notify_fd)
+    log.info("Worker %d (pid %d) serving", spec.worker_id, os.getpid())
+    loop.run_until_complete(server.serve_until_stopped())
+    # App threads still running past the graceful timeout cannot be stopped safely; the
+    # process exits under them (they are daemonic in effect: we never join them).
+    executor.shutdown(wait=False, cancel_futures=True)
+    log.info("Worker %d (pid %d) exiting", spec.worker_id, os.getpid())
+    return errors.WORKER_EXIT_OK
+
+
+def connection_settings(cfg: Config) -> ConnectionSettings:
+    return ConnectionSettings(
+        limits=H1Limits(
+            max_request_line=cfg.limit_request_line,
+            max_header_fields=cfg.limit_request_fields,
+            max_header_field_size=cfg.limit_request_field_size,
+        ),
+        keep_alive=cfg.keep_alive,
+        header_timeout=cfg.header_timeout,
+        multiprocess=cfg.workers > 1,
+        multithread=cfg.threads > 1,
+        script_name=default_script_name(),
+    )
+
+
+def _reset_signals() -> None:
+    """The master's handlers and wakeup fd must not fire in the child."""
+    signal.set_wakeup_fd(-1)
+    for sig in _MASTER_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _set_title(title: str) -> None:
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(title)
+    except ImportError:  # pragma: no cover - a declared dependency
+        pass
+
+
+def _drop_privileges(spec: WorkerSpec) -> None:
+    if spec.gid is not None and spec.gid != os.getgid():
+        os.setgroups([spec.gid])
+        os.setgid(spec.gid)
+    if spec.uid is not None and spec.uid != os.getuid():
+        os.setuid(spec.uid)
+
+
+def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise errors.PreforkdError(
+                    "--loop uvloop: uvloop is not installed (pip install 'preforkd[uvloop]')"
+                ) from None
+        else:
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            asyncio.set_event_loop(loop)
+            return loop
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop
+
+
+__all__ = ["READY_MESSAGE", "WorkerSpec", "notify_ready", "run_worker"]

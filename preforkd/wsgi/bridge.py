@@ -47,9 +47,10 @@ class ResponseChannel(Protocol):
         at once if the connection is gone."""
 
     def send_file(
-        self, head: Head | None, fd: int, offset: int, count: int | None, done: Callable[[], None]
+        self, head: Head | None, fd: int, offset: int, count: int, done: Callable[[], None]
     ) -> None:
-        """Like send() for a file region (sendfile where possible); never ends the response."""
+        """Like send() for ``count`` bytes of a file (sendfile where possible); the head
+        declares a Content-Length that covers them. Never ends the response."""
 
     def fail(self, head_sent: bool) -> None:
         """The app failed: answer 500 if no head was sent, else abort the response."""
@@ -186,12 +187,9 @@ class WSGICycle:
             chunks = [c if type(c) is bytes else _as_bytes(c) for c in result]
             self._finish([c for c in chunks if c], total_known=True)
             return
-        if isinstance(result, FileWrapper) and self._channel.can_sendfile:
-            fd = result.fileno()
-            if fd is not None:
-                self._send_file(fd)
-                self._finish([])
-                return
+        if isinstance(result, FileWrapper) and self._send_file(result):
+            self._finish([])
+            return
         for chunk in result:
             if type(chunk) is not bytes:
                 chunk = _as_bytes(chunk)
@@ -201,14 +199,33 @@ class WSGICycle:
                 raise ClientDisconnected("client went away")
         self._finish([])
 
-    def _send_file(self, fd: int) -> None:
+    def _send_file(self, wrapper: FileWrapper) -> bool:
+        """Send a regular file with sendfile(2) where the channel can; False to iterate it.
+
+        Either way the response gets a Content-Length: the app's (capped at what the file
+        holds) or, when it gave none, the rest of the file, which we declare ourselves."""
+        fd = wrapper.fileno()
+        if fd is None or self._head_sent or self._status is None:
+            return False
         offset = os.lseek(fd, 0, os.SEEK_CUR)
-        count = self._declared_length()
+        available = max(0, os.fstat(fd).st_size - offset)
+        declared = self._declared_length()
+        if declared is None:
+            if self._status.startswith(_NO_CONTENT_PREFIXES):
+                return False
+            self._headers = [*self._headers, ("Content-Length", str(available))]
+            count = available
+        else:
+            count = min(declared, available)
+        if not self._channel.can_sendfile:
+            return False
         head = self._take_head()
+        self.bytes_sent += count
         self._call(self._channel.send_file, head, fd, offset, count, self.release)
         self._lock.acquire()
         if self.disconnected:
             raise ClientDisconnected("client went away")
+        return True
 
     def _declared_length(self) -> int | None:
         for name, value in self._headers:

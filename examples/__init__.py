@@ -1,0 +1,1 @@
+"""Example applications for preforkd (run them from the repository root)."""

@@ -1,0 +1,858 @@
+"""The HTTP/1.1 server-side protocol core: bytes in, events out; responses framed to bytes.
+
+Theory of operation
+-------------------
+``H1Connection`` wraps ``httptools.HttpRequestParser`` (llhttp underneath, in its strict
+default mode). llhttp owns the grammar: request line, field syntax, Content-Length and
+chunked framing. The callbacks below add what llhttp leaves to its user: size limits, the
+Host and request-target rules, the transfer-coding policy and the version policy, and turn
+each request into the shared events (``events.Request``, ``Data``, ``EndOfMessage``,
+``ConnectionClosed``). ``receive_data`` feeds one buffer and returns every event it
+completed, so pipelined requests come out in order without extra state in the caller.
+
+Two rules keep this module honest:
+
+1. No IO, no clock, no threads: bytes and values in, events and bytes out. The adapter
+   owns sockets, timeouts and the decision to close.
+2. A rule the callbacks enforce is cited to the RFC section that requires or allows it; a
+   rule llhttp enforces is pinned by a test in tests/proto and the request corpus.
+
+``ResponseFramer`` is the sending half: one instance frames one response to one request
+(status line, header checks, Content-Length / chunked / close-delimited bodies).
+
+Decisions worth knowing (details at the code that implements them):
+
+* Bare LF line endings are rejected with 400: llhttp's strict mode wants CRLF everywhere,
+  and we do not enable ``set_dangerous_leniencies`` (RFC 9112 §2.2 only *allows* a recipient
+  to accept a bare LF; accepting it is a classic request-smuggling lever).
+* EOF between requests or in the middle of a head gives ``ConnectionClosed`` (there is no
+  request to answer); EOF in the middle of a body raises ``RemoteProtocolError(400)``.
+* Duplicate Content-Length fields are rejected even when identical (llhttp strict; RFC 9110
+  §8.6 allows rejecting them).
+* Transfer-Encoding: chunked must be the final coding and appear once, else 400 (RFC 9112
+  §6.3 item 4 says MUST); another coding before a final chunked gets 501 (§6.1).
+* httptools skips the body of a request that llhttp treats as an upgrade (``Upgrade`` plus
+  ``Connection: upgrade``, or CONNECT). We deliver that body ourselves (see
+  ``_after_llhttp_pause``) so the caller always sees the whole request.
+* Known gap: llhttp also accepts ``RTSP/1.x`` as the protocol of a request line whose method
+  RTSP shares with HTTP (GET, POST...), and httptools does not expose the protocol name, so
+  such a request is treated as HTTP/1.x. RTSP-only methods are rejected.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import NoReturn
+
+from httptools import (
+    HttpParserCallbackError,
+    HttpParserError,
+    HttpParserUpgrade,
+    HttpRequestParser,
+)
+
+from preforkd.errors import LocalProtocolError, RemoteProtocolError
+from preforkd.proto.events import ConnectionClosed, Data, EndOfMessage, Event, Request
+
+__all__ = [
+    "CONTINUE_RESPONSE",
+    "H1Connection",
+    "H1Limits",
+    "H1ProtocolError",
+    "ResponseFramer",
+    "error_response",
+]
+
+# RFC 9110 §10.1.1: the interim response that tells a client to send the body it is
+# holding back behind "Expect: 100-continue".
+CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class H1Limits:
+    """Size limits for request heads (the defaults are gunicorn's, which nginx matches)."""
+
+    max_request_line: int = 4094  # RFC 9112 §3: a server SHOULD answer 414 beyond its limit
+    max_header_fields: int = 100  # RFC 6585 §5: 431 when there are too many fields
+    max_header_field_size: int = 8190  # name + value of one field; 431 beyond (RFC 6585 §5)
+
+    def __post_init__(self) -> None:
+        for name in ("max_request_line", "max_header_fields", "max_header_field_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"H1Limits.{name} must be positive")
+
+
+class H1ProtocolError(RemoteProtocolError):
+    """A ``RemoteProtocolError`` that also carries the events parsed before the error.
+
+    When one buffer holds a complete request followed by garbage, ``events`` holds that
+    request's events: the caller may answer them before sending ``error_response(status)``
+    (or ignore them and answer only the error).
+    """
+
+    def __init__(self, message: str, status: int, events: list[Event]) -> None:
+        super().__init__(message, status)
+        self.events = events
+
+
+class _State(enum.Enum):
+    IDLE = "between requests"
+    HEAD = "receiving a request head"
+    BODY = "receiving a request body"
+    UPGRADE_BODY = "receiving the body of an upgrade request"  # we count the bytes
+    UPGRADE = "waiting for the caller to accept or decline an upgrade"
+    CLOSED = "the last request did not allow keep-alive; later bytes are ignored"
+    EOF = "the peer closed its side"
+    ERROR = "malformed input; the connection is dead"
+
+
+_IDLE, _HEAD, _BODY = _State.IDLE, _State.HEAD, _State.BODY
+_UPGRADE_BODY, _UPGRADE, _CLOSED = _State.UPGRADE_BODY, _State.UPGRADE, _State.CLOSED
+
+# Request fields the callbacks act on; every other field is only recorded.
+_HOST, _CL, _TE, _EXPECT, _UPGRADE_FIELD = (
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "expect",
+    "upgrade",
+)
+_WATCHED_FIELDS = frozenset((_HOST, _CL, _TE, _EXPECT, _UPGRADE_FIELD))
+
+# RFC 9110 §7.2 / RFC 3986 §3.2.2-3.2.3: Host = uri-host [ ":" port ]. A server MUST answer
+# 400 to a Host field with an invalid value (RFC 9112 §3.2). The empty value is allowed.
+_HOST_RE = re.compile(
+    r"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=]+\]|[0-9A-Za-z\-._~%!$&'()*+,;=]*)(?::[0-9]*)?"
+)
+# RFC 9112 §3.2.3: authority-form (CONNECT only) is uri-host ":" port, port required.
+_AUTHORITY_RE = re.compile(
+    r"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=]+\]|[0-9A-Za-z\-._~%!$&'()*+,;=]+):[0-9]+"
+)
+
+# llhttp shares its grammar with RTSP and ICE. It accepts RTSP-only methods only with an
+# RTSP/x.y protocol, so seeing one means the request is not HTTP (RFC 9112 §3.1).
+_NON_HTTP_METHODS = frozenset(
+    b"ANNOUNCE DESCRIBE FLUSH GET_PARAMETER PAUSE PLAY RECORD REDIRECT SET_PARAMETER "
+    b"SETUP TEARDOWN".split()
+)
+
+# llhttp reports errors by reason text only; all of them mean 400 except these.
+_LLHTTP_STATUS = {
+    # A well-formed version other than 1.x (0.9, 2.0) or an unknown minor (1.2): RFC 9110
+    # §15.6.6. llhttp strict rejects 1.2 although RFC 9110 §2.5 would treat it as 1.1.
+    "Invalid HTTP version": 505,
+    # "PRI * HTTP/2.0": the HTTP/2 preface reached the HTTP/1.1 core (RFC 9113 §3.4).
+    "Pause on PRI/Upgrade": 505,
+}
+
+_TOO_LARGE = 431  # RFC 6585 §5: Request Header Fields Too Large
+
+# Values already checked, so the common case is one set or dict lookup. Bounded, so that a
+# peer (or an app) sending ever new values cannot grow them without limit. Shared by all
+# connections of a process; set/dict operations are atomic, so app threads may use them.
+_CACHE_MAX = 1024
+_valid_hosts: set[str] = set()
+
+
+class H1Connection:
+    """Parse the requests a client sends on one connection."""
+
+    __slots__ = (
+        "_body_skipped",
+        "_callbacks",
+        "_content_length",
+        "_error",
+        "_events",
+        "_expect",
+        "_field_limit",
+        "_headers",
+        "_host",
+        "_host_count",
+        "_keep_alive",
+        "_limits",
+        "_max_fields",
+        "_parser",
+        "_pending_error",
+        "_remaining",
+        "_request",
+        "_stall",
+        "_stall_limit",
+        "_state",
+        "_synthetic",
+        "_target_hint",
+        "_transfer_encoding",
+        "_upgrade",
+        "_url",
+        "trailing_data",
+    )
+    # What the head being received says (reset by _on_message_begin).
+    _url: bytes
+    _headers: list[tuple[str, str]]
+    _host_count: int
+    _host: str | None
+    _content_length: str | None
+    _transfer_encoding: list[str] | None
+    _expect: str | None
+    _upgrade: str | None
+
+    def __init__(self, limits: H1Limits = H1Limits()) -> None:
+        self._limits = limits
+        self._field_limit = limits.max_header_field_size
+        self._max_fields = limits.max_header_fields
+        # Up to this target length the request line is within its limit whatever the
+        # method (llhttp's longest is 13 bytes); beyond it we measure the line exactly.
+        self._target_hint = limits.max_request_line - len("  HTTP/1.1") - 16
+        # A head that grows by this much without completing a field is too large: the
+        # exact per-field check (on_header) only runs once a field ends, and httptools
+        # buffers the field until then. The slack covers separators and the request line.
+        self._stall_limit = limits.max_request_line + limits.max_header_field_size + 64
+        self._callbacks = _Callbacks(self)
+        self._parser = HttpRequestParser(self._callbacks)
+        self._events: list[Event] = []
+        self._state = _IDLE
+        self._error: RemoteProtocolError | None = None
+        self._pending_error: RemoteProtocolError | None = None  # raised inside a callback
+        self._stall = 0
+        self._keep_alive = True
+        self._request: Request | None = None
+        self._body_skipped = False
+        self._synthetic = False
+        self._remaining = 0
+        self.trailing_data = b""
+        self._on_message_begin()  # empty head state, then: not in a head yet
+        self._state = _IDLE
+
+    # -- public API ---------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed received bytes; ``b""`` means the peer closed its side (EOF).
+
+        Returns the events completed by these bytes, in order, possibly for several
+        pipelined requests. Raises ``H1ProtocolError`` (a ``RemoteProtocolError``) with the
+        status to answer on malformed input; the connection is dead after that and every
+        further call raises again.
+        """
+        if self._error is not None:
+            self._fail(self._error, [])
+        state = self._state
+        if not data:
+            return self._receive_eof()
+        if state is _UPGRADE:
+            self.trailing_data += data
+            return []
+        if state is _CLOSED or state is _State.EOF:
+            # RFC 9112 §9.6: after a "close" request the server closes once it has answered;
+            # anything the client sent meanwhile is not read.
+            return []
+        events: list[Event] = []
+        self._events = events
+        nfields = len(self._headers)
+        try:
+            if state is _UPGRADE_BODY:
+                self._receive_upgrade_body(data)
+            else:
+                self._run_parser(data)
+        except HttpParserError as exc:
+            if self._state is _CLOSED and self._pending_error is None:
+                return events  # llhttp: "Data after `Connection: close`" (see above)
+            self._fail(self._translate(exc), events)
+        if events or len(self._headers) != nfields:
+            self._stall = 0
+        elif self._state is _HEAD or self._state is _BODY:
+            self._stall += len(data)
+            if self._stall > self._stall_limit:
+                # The bytes since the last complete field are already too many for one
+                # field (or, in a chunked body, for a chunk header or trailer field).
+                status = _TOO_LARGE if self._state is _HEAD else 400
+                self._fail(RemoteProtocolError("header field too large", status), events)
+        return events
+
+    def resume_after_declined_upgrade(self) -> list[Event]:
+        """The caller will not switch protocols: parse ``trailing_data`` as HTTP/1.1.
+
+        Valid once a ``Request`` with ``upgrade`` set has been returned (even before its
+        body is complete). Returns the events those bytes complete.
+        """
+        if self._error is not None:
+            self._fail(self._error, [])
+        if self._state is _UPGRADE_BODY:
+            # The rest of the body is still to come: let a fresh parser frame it.
+            self._parser = HttpRequestParser(self._callbacks)
+            self._feed_synthetic_head(b"Content-Length: %d\r\n" % self._remaining)
+        elif self._state is _UPGRADE:
+            self._parser = HttpRequestParser(self._callbacks)
+            self._state = _IDLE
+        else:
+            raise LocalProtocolError("no upgrade is pending", 500)
+        data, self.trailing_data = self.trailing_data, b""
+        return self.receive_data(data) if data else []
+
+    # -- feeding ------------------------------------------------------------------------
+
+    def _run_parser(self, data: bytes) -> None:
+        while True:
+            try:
+                self._parser.feed_data(data)
+                return
+            except HttpParserUpgrade as exc:
+                rest = self._after_llhttp_pause(data[exc.args[0] :])
+                if not rest:
+                    return
+                data = rest
+
+    def _after_llhttp_pause(self, rest: bytes) -> bytes:
+        """llhttp stopped after the head of an upgrade or CONNECT request.
+
+        httptools tells llhttp to skip the body of such a request and to stop right after
+        its head. ``rest`` are the bytes after the head. Returns the bytes to parse next as
+        HTTP/1.1 with a fresh parser (b"" when parsing stops here).
+        """
+        skipped, self._body_skipped = self._body_skipped, False
+        request = self._request
+        assert request is not None
+        if request.upgrade is not None:
+            # The caller decides whether to switch; the body (Content-Length only, see
+            # _on_headers_complete) is delivered first, then bytes collect in trailing_data.
+            self.trailing_data = b""
+            if skipped:
+                self._state = _UPGRADE_BODY
+                self._remaining = request.content_length or 0
+                self._receive_upgrade_body(rest)
+            else:
+                self._state = _UPGRADE
+                self.trailing_data = rest
+            return b""
+        if self._state is _CLOSED:
+            return b""
+        # No protocol switch on offer (CONNECT, HTTP/1.0, chunked body): go on with HTTP/1.1.
+        self._parser = HttpRequestParser(self._callbacks)
+        if skipped:
+            if request.content_length is None:
+                self._feed_synthetic_head(b"Transfer-Encoding: chunked\r\n")
+            else:
+                self._feed_synthetic_head(b"Content-Length: %d\r\n" % request.content_length)
+        return rest
+
+    def _feed_synthetic_head(self, framing: bytes) -> None:
+        """Put a fresh parser in the body of the current request, framed by ``framing``.
+
+        The head's callbacks see ``_synthetic`` and emit nothing; the body, trailers and
+        end of message that follow are the real request's.
+        """
+        close = b"" if self._keep_alive else b"Connection: close\r\n"
+        self._synthetic = True
+        self._parser.feed_data(b"PUT / HTTP/1.1\r\nHost: x\r\n" + framing + close + b"\r\n")
+        self._state = _BODY
+        self._headers = []
+
+    def _receive_upgrade_body(self, data: bytes) -> None:
+        remaining = self._remaining
+        if len(data) < remaining:
+            if data:
+                self._events.append(Data(data))
+            self._remaining = remaining - len(data)
+            return
+        self._events.append(Data(data[:remaining]))
+        self._events.append(EndOfMessage())
+        self._remaining = 0
+        self._state = _UPGRADE
+        self.trailing_data += data[remaining:]
+
+    def _receive_eof(self) -> list[Event]:
+        state = self._state
+        if state is _BODY or state is _UPGRADE_BODY:
+            # The app must not mistake a truncated body for a complete one (RFC 9112 §8).
+            self._fail(RemoteProtocolError("connection closed in the middle of a body"), [])
+        if state is _State.EOF:
+            return []
+        # Between requests, or in a head: there is no request to answer (RFC 9112 §9.6).
+        self._state = _State.EOF
+        return [ConnectionClosed()]
+
+    def _fail(self, error: RemoteProtocolError, events: list[Event]) -> NoReturn:
+        self._state = _State.ERROR
+        self._error = error
+        raise H1ProtocolError(str(error), error.status, events) from error
+
+    def _translate(self, exc: HttpParserError) -> RemoteProtocolError:
+        if self._pending_error is not None:
+            return self._pending_error
+        if isinstance(exc, HttpParserCallbackError) and exc.__context__ is not None:
+            raise exc.__context__  # a bug in a callback, not bad input: let it surface
+        reason = str(exc)
+        return RemoteProtocolError(reason, _LLHTTP_STATUS.get(reason, 400))
+
+    def _reject(self, message: str, status: int = 400) -> RemoteProtocolError:
+        """Record the error a callback is about to raise (httptools wraps it)."""
+        self._pending_error = error = RemoteProtocolError(message, status)
+        return error
+
+    # -- llhttp callbacks ---------------------------------------------------------------
+
+    def _on_message_begin(self) -> None:
+        self._state = _HEAD
+        self._url = b""
+        self._headers = []
+        self._host_count = 0
+        self._host = None
+        self._content_length = None
+        self._transfer_encoding = None
+        self._expect = None
+        self._upgrade = None
+
+    def _on_url(self, piece: bytes) -> None:
+        # llhttp hands over the target in pieces as it arrives, so an over-long request
+        # line is refused before it is buffered whole (RFC 9112 §3: 414).
+        url = self._url = self._url + piece
+        if len(url) > self._target_hint:
+            line = len(self._parser.get_method()) + len(url) + len("  HTTP/1.1")
+            if line > self._limits.max_request_line:
+                raise self._reject("request line too long", 414)
+
+    def _on_header(self, name: bytes, value: bytes) -> None:
+        # httptools calls this once a whole field has arrived. After the head the fields
+        # are trailer fields (RFC 9112 §7.1.2): _on_headers_complete has swapped in a list
+        # that only counts them, so they are limited the same way and then dropped.
+        if len(name) + len(value) > self._field_limit:
+            raise self._reject("header field too large", _TOO_LARGE)
+        # llhttp has checked the syntax (RFC 9110 §5.1, §5.5): a token name directly before
+        # ":" (so no "Host :", RFC 9112 §5.1), no CR, LF, NUL or other CTL in the value, no
+        # obs-fold (RFC 9112 §5.2 lets us reject it). It strips leading OWS, not trailing.
+        key = name.decode("latin-1").lower()
+        text = value.rstrip(b" \t").decode("latin-1")
+        if key in _WATCHED_FIELDS:
+            self._watch(key, text)
+        headers = self._headers
+        headers.append((key, text))
+        if len(headers) > self._max_fields:
+            raise self._reject("too many header fields", _TOO_LARGE)
+
+    def _watch(self, key: str, value: str) -> None:
+        if key == _HOST:
+            self._host_count += 1
+            self._host = value
+        elif key == _CL:
+            self._content_length = value  # llhttp rejects a second one, even identical
+        elif key == _TE:
+            if self._transfer_encoding is None:
+                self._transfer_encoding = [value]
+            else:
+                self._transfer_encoding.append(value)
+        elif key == _EXPECT:
+            self._expect = value
+        else:
+            self._upgrade = value
+
+    def _on_headers_complete(self) -> None:
+        if self._synthetic:
+            self._synthetic = False
+            return
+        parser = self._parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            # 0.9 and 2.0 parse, but we speak HTTP/1.x only (RFC 9110 §15.6.6).
+            raise self._reject(f"HTTP/{version} is not supported", 505)
+        raw_method = parser.get_method()
+        if raw_method in _NON_HTTP_METHODS:
+            raise self._reject("not an HTTP method")
+        method = raw_method.decode("ascii")
+        target = self._url.decode("latin-1")  # llhttp allows ASCII only
+        if target[:1] != "/" or "#" in target or method == "CONNECT":
+            self._check_target(method, target)  # the common origin-form needs no more
+        if self._host_count != 1 or self._host not in _valid_hosts:
+            self._check_host(version)
+        if self._transfer_encoding is None and self._content_length is None:
+            chunked, length = False, None  # RFC 9112 §6.3 item 7: no body
+        else:
+            chunked, length = self._framing(version)
+        keep_alive = parser.should_keep_alive()  # RFC 9112 §9.3 (HTTP/1.0: "keep-alive")
+        upgrade = None
+        if parser.should_upgrade():
+            # llhttp saw "Upgrade" + "Connection: upgrade" (RFC 9110 §7.8), or CONNECT.
+            # httptools then skips the body; _after_llhttp_pause delivers it instead.
+            self._body_skipped = chunked or bool(length)
+            upgrade = self._upgrade_token(method, version, keep_alive, chunked)
+        expect = self._expect
+        request = Request(
+            method,
+            target,
+            version,
+            self._headers,
+            keep_alive=keep_alive,
+            # RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request MUST be
+            # ignored. Other expectations are ignored as well (we never answer 417).
+            expect_continue=(
+                expect is not None and version == "1.1" and expect.lower() == "100-continue"
+            ),
+            has_body=chunked or bool(length),
+            content_length=length,
+            upgrade=upgrade,
+        )
+        self._request = request
+        self._keep_alive = keep_alive
+        self._events.append(request)
+        self._state = _BODY
+        self._headers = []  # from here on, it collects trailer fields (see _on_header)
+
+    def _on_body(self, data: bytes) -> None:
+        self._events.append(Data(data))
+
+    def _on_message_complete(self) -> None:
+        if self._body_skipped:
+            return  # see _after_llhttp_pause
+        self._events.append(EndOfMessage())
+        self._state = _IDLE if self._keep_alive else _CLOSED
+
+    # -- request checks -----------------------------------------------------------------
+
+    def _check_target(self, method: str, target: str) -> None:
+        # RFC 9112 §3.2: the four forms of request-target and which method may use which.
+        if not target:
+            raise self._reject("empty request target")
+        if method == "CONNECT":
+            if _AUTHORITY_RE.fullmatch(target) is None:
+                raise self._reject("CONNECT needs an authority-form target")  # §3.2.3
+        elif "#" in target:
+            # No request-target form has a fragment (§3.2.1-3.2.2); llhttp lets it through.
+            raise self._reject("fragment in request target")
+        elif target[0] == "/":
+            return  # origin-form, §3.2.1 (llhttp has checked the characters)
+        elif target[0] == "*":
+            if target != "*" or method != "OPTIONS":
+                raise self._reject("asterisk-form is for OPTIONS only")  # §3.2.4
+        elif "://" not in target:
+            # absolute-form, §3.2.2; llhttp insists on "scheme://" already.
+            raise self._reject("invalid request target")
+
+    def _check_host(self, version: str) -> None:
+        # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, and
+        # to any request with more than one Host field or an invalid Host value.
+        count = self._host_count
+        if count != 1:
+            if count > 1:
+                raise self._reject("more than one Host field")
+            if version == "1.1":
+                raise self._reject("missing Host field")
+        elif _HOST_RE.fullmatch(self._host or "") is None:
+            raise self._reject("invalid Host field")
+        elif len(_valid_hosts) < _CACHE_MAX:
+            _valid_hosts.add(self._host or "")
+
+    def _framing(self, version: str) -> tuple[bool, int | None]:
+        """Return (chunked, content_length) for the request body."""
+        te = self._transfer_encoding
+        if te is None:
+            raw = self._content_length
+            if raw is None:
+                return False, None  # RFC 9112 §6.3 item 7: no body
+            if not (raw.isascii() and raw.isdigit()):  # llhttp has checked 1*DIGIT already
+                raise self._reject("invalid Content-Length")
+            return False, int(raw)
+        if version == "1.0":
+            # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty.
+            raise self._reject("Transfer-Encoding in an HTTP/1.0 request")
+        if self._content_length is not None:
+            # RFC 9112 §6.1 lets a server reject CL + TE, the CL.TE/TE.CL smuggling pair.
+            raise self._reject("both Content-Length and Transfer-Encoding")
+        codings = [c.strip().lower() for c in ",".join(te).split(",")]
+        if codings[-1] != "chunked" or codings.count("chunked") != 1:
+            # RFC 9112 §6.3 item 4: chunked not final means the length cannot be
+            # determined: MUST answer 400. Chunked twice is forbidden by §6.1.
+            raise self._reject("chunked must be the final and only chunked coding")
+        if len(codings) > 1:
+            # RFC 9112 §6.1: a coding we do not understand SHOULD get 501.
+            raise self._reject("unsupported transfer coding", 501)
+        return True, None
+
+    def _upgrade_token(
+        self, method: str, version: str, keep_alive: bool, chunked: bool
+    ) -> str | None:
+        # RFC 9110 §7.8: a server MUST ignore Upgrade in an HTTP/1.0 request and MAY ignore
+        # it otherwise. We ignore it on a chunked body (we could not hand the caller the
+        # bytes after that body without decoding it ourselves) and with "Connection: close".
+        value = self._upgrade
+        if value is None or method == "CONNECT" or version != "1.1" or chunked:
+            return None
+        if not keep_alive:
+            return None
+        token = value.split(",", 1)[0].strip().lower()  # the client's first preference
+        return token or None
+
+
+class _Callbacks:
+    """The callback object httptools calls (it looks the methods up once, at creation)."""
+
+    __slots__ = (
+        "on_body",
+        "on_header",
+        "on_headers_complete",
+        "on_message_begin",
+        "on_message_complete",
+        "on_url",
+    )
+
+    def __init__(self, conn: H1Connection) -> None:
+        self.on_message_begin = conn._on_message_begin
+        self.on_url = conn._on_url
+        self.on_header = conn._on_header
+        self.on_headers_complete = conn._on_headers_complete
+        self.on_body = conn._on_body
+        self.on_message_complete = conn._on_message_complete
+
+
+# -- responses ------------------------------------------------------------------------------
+
+# RFC 9110 §5.6.2: field-name = token.
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9110 §5.5: CR, LF and NUL are dangerous in a field value and the other CTLs (except
+# HTAB) invalid; obs-text (0x80-0xFF) is allowed.
+_BAD_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ].
+_STATUS_RE = re.compile(r"([1-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
+
+_valid_names: set[str] = set()
+_valid_statuses: dict[str, tuple[int, str]] = {}  # status -> (code, status line)
+
+# Response fields the framer owns or must drop (PEP 3333 forbids hop-by-hop fields from
+# the app; RFC 9110 §7.6.1 lists them).
+_R_CL, _R_TE, _R_CONNECTION, _R_DATE, _R_SERVER = (
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "date",
+    "server",
+)
+_R_DROP = frozenset(("keep-alive", "upgrade", "proxy-connection"))
+_R_WATCHED = frozenset((_R_CL, _R_TE, _R_CONNECTION, _R_DATE, _R_SERVER)) | _R_DROP
+
+
+class _Framing(enum.Enum):
+    NONE = "no body"  # HEAD, 1xx, 204, 304 (RFC 9110 §6.4.1)
+    LENGTH = "Content-Length"
+    CHUNKED = "chunked"
+    CLOSE = "delimited by closing the connection"  # RFC 9112 §6.3 item 8
+
+
+_NONE, _LENGTH, _CHUNKED, _CLOSE = _Framing.NONE, _Framing.LENGTH, _Framing.CHUNKED, _Framing.CLOSE
+
+
+class ResponseFramer:
+    """Frames ONE response to ONE request, so pipelined responses share no state.
+
+    ``head()`` once, ``body()`` any number of times, ``end()`` once. ``keep_alive`` is
+    valid after ``head()`` and may turn False later (body cut short or truncated): the
+    caller closes the connection after this response when it is False.
+    """
+
+    __slots__ = (
+        "_date",
+        "_framing",
+        "_remaining",
+        "_request",
+        "_server",
+        "_stage",
+        "bytes_sent",
+        "keep_alive",
+        "status_code",
+        "truncated",
+    )
+
+    def __init__(self, request: Request, date: bytes, server: bytes = b"preforkd") -> None:
+        self._request = request
+        self._date = date
+        self._server = server
+        self._stage = 0  # 0: before head(), 1: sending the body, 2: ended
+        self._framing = _NONE
+        self._remaining = 0
+        self.status_code = 0
+        self.keep_alive = False
+        self.bytes_sent = 0  # body bytes, unframed (for the access log)
+        self.truncated = False  # the app gave more than its Content-Length
+
+    def head(self, status: str, headers: list[tuple[str, str]]) -> bytes:
+        """The status line and header section, e.g. ``head("200 OK", [...])``.
+
+        Raises ``LocalProtocolError`` (status 500) for an invalid status, field name or
+        value, or Content-Length; nothing has been sent then.
+        """
+        if self._stage:
+            raise LocalProtocolError("head() called twice", 500)
+        code, status_line = _valid_statuses.get(status) or _check_status(status)
+        request = self._request
+        lines = [status_line]
+        length: int | None = None
+        close = has_date = has_server = False
+        for name, value in headers:
+            if name not in _valid_names:
+                _check_name(name)
+            if type(value) is not str or not value.isprintable():
+                _check_value(name, value)
+            key = name.lower()
+            if key in _R_WATCHED:
+                if key == _R_CL:
+                    length = _content_length(value, length)
+                    continue  # added back below, when the status allows it
+                if key == _R_TE:
+                    # PEP 3333: no hop-by-hop fields from the app. "chunked" is taken as
+                    # "frame it for me"; any other coding would change the body's meaning.
+                    if value.strip().lower() != "chunked":
+                        raise LocalProtocolError(f"unsupported Transfer-Encoding {value!r}", 500)
+                    continue
+                if key == _R_CONNECTION:
+                    # Honour "close" (RFC 9110 §7.6.1); every other option is hop-by-hop.
+                    if "close" in (t.strip().lower() for t in value.split(",")):
+                        close = True
+                    continue
+                if key in _R_DROP:
+                    continue
+                if key == _R_DATE:
+                    has_date = True
+                else:
+                    has_server = True
+            lines.append(f"{name}: {value}\r\n")
+        if not has_date:
+            lines.append(f"Date: {self._date.decode('latin-1')}\r\n")
+        if not has_server:
+            lines.append(f"Server: {self._server.decode('latin-1')}\r\n")
+        framing = self._choose_framing(code, length)
+        if length is not None and code >= 200 and code != 204:
+            # RFC 9110 §8.6: never in 1xx or 204; kept for HEAD and 304, where it describes
+            # the representation the GET would have sent.
+            lines.append(f"Content-Length: {length}\r\n")
+        elif framing is _CHUNKED:
+            lines.append("Transfer-Encoding: chunked\r\n")
+        keep_alive = request.keep_alive and not close and framing is not _CLOSE
+        if not keep_alive:
+            # RFC 9112 §9.6: tell the client the connection ends with this response.
+            lines.append("Connection: close\r\n")
+        elif request.http_version == "1.0":
+            lines.append("Connection: keep-alive\r\n")  # RFC 9112 §9.3: HTTP/1.0 opt-in
+        lines.append("\r\n")
+        try:
+            data = "".join(lines).encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise LocalProtocolError("response header is not latin-1", 500) from exc
+        self.status_code = code
+        self.keep_alive = keep_alive
+        self._framing = framing
+        self._stage = 1
+        return data
+
+    def _choose_framing(self, code: int, length: int | None) -> _Framing:
+        if code < 200 or code == 204 or code == 304 or self._request.method == "HEAD":
+            return _NONE  # RFC 9110 §6.4.1: these responses have no content
+        if length is not None:
+            self._remaining = length
+            return _LENGTH
+        if self._request.http_version == "1.1":
+            return _CHUNKED  # RFC 9112 §7.1
+        return _CLOSE  # an HTTP/1.0 client knows no chunked coding (RFC 9112 §6.3 item 8)
+
+    def body(self, data: bytes) -> bytes:
+        """The bytes to send for this piece of the body (b"" when there is nothing)."""
+        if self._stage != 1:
+            raise LocalProtocolError("body() outside head() ... end()", 500)
+        framing = self._framing
+        size = len(data)
+        if framing is _CHUNKED:
+            if not size:
+                return b""  # an empty chunk would end the body (RFC 9112 §7.1)
+            self.bytes_sent += size
+            return b"".join((b"%x\r\n" % size, data, b"\r\n"))
+        if framing is _LENGTH:
+            remaining = self._remaining
+            if size > remaining:
+                # Never send more than declared: the excess would be read as the next
+                # response (RFC 9112 §6.3 item 6). The connection must not be reused.
+                data = data[:remaining]
+                size = remaining
+                self.truncated = True
+                self.keep_alive = False
+            self._remaining = remaining - size
+            self.bytes_sent += size
+            return data
+        if framing is _CLOSE:
+            self.bytes_sent += size
+            return data
+        return b""
+
+    def count_sent(self, size: int) -> None:
+        """Account for ``size`` body bytes the caller sent itself (sendfile(2)).
+
+        Only for Content-Length framing, where the bytes need no framing of their own."""
+        if self._stage != 1 or self._framing is not _LENGTH or size > self._remaining:
+            raise LocalProtocolError("count_sent() needs room in a Content-Length body", 500)
+        self._remaining -= size
+        self.bytes_sent += size
+
+    def end(self) -> bytes:
+        """The bytes that finish the response (the last chunk when chunked)."""
+        if self._stage != 1:
+            raise LocalProtocolError("end() without head(), or twice", 500)
+        self._stage = 2
+        if self._framing is _CHUNKED:
+            return b"0\r\n\r\n"
+        if self._framing is _LENGTH and self._remaining:
+            # Fewer bytes than declared: the client would wait for the rest, or read the
+            # next response as this body. Only closing the connection ends it safely.
+            self.keep_alive = False
+        elif self._framing is _CLOSE:
+            self.keep_alive = False
+        return b""
+
+
+def _check_status(status: str) -> tuple[int, str]:
+    if type(status) is not str or _STATUS_RE.fullmatch(status) is None:
+        raise LocalProtocolError(f"invalid status {status!r}", 500)
+    # The SP after the code is required even without a reason phrase (RFC 9112 §4).
+    result = int(status[:3]), f"HTTP/1.1 {status if len(status) > 3 else status + ' '}\r\n"
+    if len(_valid_statuses) < _CACHE_MAX:
+        _valid_statuses[status] = result
+    return result
+
+
+def _check_name(name: object) -> None:
+    if type(name) is not str or _TOKEN_RE.fullmatch(name) is None:
+        raise LocalProtocolError(f"invalid header name {name!r}", 500)
+    if len(_valid_names) < _CACHE_MAX:
+        _valid_names.add(name)
+
+
+def _check_value(name: str, value: object) -> None:
+    if type(value) is not str or _BAD_VALUE_RE.search(value) is not None:
+        raise LocalProtocolError(f"invalid value for header {name!r}: {value!r}", 500)
+
+
+def _content_length(value: str, previous: int | None) -> int:
+    text = value.strip()
+    # RFC 9110 §8.6: Content-Length = 1*DIGIT (isdigit alone would accept "²").
+    if not (text.isascii() and text.isdigit()):
+        raise LocalProtocolError(f"invalid Content-Length {value!r}", 500)
+    length = int(text)
+    if previous is not None and previous != length:
+        raise LocalProtocolError("conflicting Content-Length values", 500)
+    return length
+
+
+# -- canned responses -----------------------------------------------------------------------
+
+_REASONS = {int(s): s.phrase for s in HTTPStatus}
+
+
+def error_response(status: int, date: bytes, server: bytes = b"preforkd") -> bytes:
+    """A complete small response for ``status`` that closes the connection.
+
+    For the errors the server answers itself (400, 414, 431, 501, 505, 500, 503...).
+    """
+    if not 100 <= status <= 599:
+        raise ValueError(f"invalid status {status}")
+    reason = _REASONS.get(status, "Error").encode("ascii")
+    body = b"%d %s\n" % (status, reason)
+    return (
+        b"HTTP/1.1 %d %s\r\nDate: %s\r\nServer: %s\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n\r\n%s" % (status, reason, date, server, len(body), body)
+    )

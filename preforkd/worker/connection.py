@@ -1,0 +1,483 @@
+"""The HTTP/1.1 connection adapter: a thin asyncio.Protocol around the pure H1 core.
+
+Theory of operation. Bytes from the socket go to :class:`H1Connection`, which returns
+events. A Request event starts an :class:`Exchange`: its body flows into a bounded
+:class:`InputStream` and its WSGI call runs on the worker's thread pool. Responses are
+written in request order: while an exchange is in progress, events of pipelined requests
+wait in ``_pending`` and reading is paused, so a client cannot make us buffer more than
+one read's worth of pipelined requests (RFC 9112 §9.3.2).
+
+Reading is paused for two reasons, tracked separately: the body buffer is full (the app
+reads slower than the client sends), or requests are waiting behind the current one.
+Writing backpressure comes from the transport (pause_writing/resume_writing): an app
+thread's handoff is acknowledged only once the transport is below its high-water mark.
+
+Timeouts: one deadline per connection, checked by the worker's ticker: the header timeout
+while a request head is arriving (slowloris), the keep-alive timeout while idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.selector_events
+import logging
+import os
+import socket
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from preforkd.errors import ClientDisconnected, LocalProtocolError, RemoteProtocolError
+from preforkd.proto.events import ConnectionClosed, Data, EndOfMessage, Event, Request
+from preforkd.proto.h1 import CONTINUE_RESPONSE, H1Connection, ResponseFramer, error_response
+from preforkd.worker.state import WorkerState
+from preforkd.wsgi.bridge import Head, WSGICycle
+from preforkd.wsgi.environ import ConnectionInfo, build_environ
+from preforkd.wsgi.input import InputStream
+
+log = logging.getLogger("preforkd.worker")
+
+_IDLE, _HEAD, _BUSY = 0, 1, 2  # what the connection's deadline is guarding
+
+
+class Exchange:
+    """One request and its response on an HTTP/1.1 connection (the ResponseChannel)."""
+
+    __slots__ = (
+        "body_complete",
+        "conn",
+        "continue_sent",
+        "cycle",
+        "framer",
+        "input",
+        "request",
+        "response_complete",
+        "response_started",
+    )
+
+    def __init__(self, conn: H1Protocol, request: Request, framer: ResponseFramer) -> None:
+        self.conn = conn
+        self.request = request
+        self.framer = framer
+        state = conn.state
+        self.input = InputStream(
+            state.call_soon_threadsafe, self._on_consumed, state.settings.body_buffer
+        )
+        self.body_complete = not request.has_body
+        if self.body_complete:
+            self.input.feed_eof()
+        self.response_started = False
+        self.response_complete = False
+        self.continue_sent = False
+        self.cycle: WSGICycle | None = None
+
+    # --- ResponseChannel (loop thread) --------------------------------------------------
+    @property
+    def can_sendfile(self) -> bool:
+        return self.conn.can_sendfile
+
+    def send(
+        self, head: Head | None, body: Sequence[bytes], end: bool, done: Callable[[], None] | None
+    ) -> None:
+        conn = self.conn
+        if conn.closed:
+            self._gone(done)
+            return
+        framer = self.framer
+        try:
+            parts = [framer.head(head[0], head[1])] if head is not None else []
+        except LocalProtocolError as exc:
+            log.error("Invalid response to %s: %s", self._describe(), exc)
+            self.fail(False)
+            self._gone(done)
+            return
+        self.response_started = True
+        for chunk in body:
+            framed = framer.body(chunk)
+            if framed:
+                parts.append(framed)
+        if end:
+            parts.append(framer.end())
+        conn.write(parts)
+        if end:
+            conn.response_complete(self)
+        if done is not None:
+            conn.when_writable(done)
+
+    def send_file(
+        self, head: Head | None, fd: int, offset: int, count: int, done: Callable[[], None]
+    ) -> None:
+        if self.conn.closed:
+            self._gone(done)
+            return
+        self.send(head, (), False, None)
+        if self.request.method == "HEAD" or count == 0 or self.conn.closed:
+            done()
+            return
+        task = asyncio.ensure_future(self.conn.sendfile(self, fd, offset, count))
+        task.add_done_callback(lambda _: done())
+
+    def fail(self, head_sent: bool) -> None:
+        conn = self.conn
+        self.response_complete = True
+        if conn.closed:
+            return
+        if head_sent or self.response_started:
+            conn.close()  # the client sees a truncated response, not a wrong one
+            return
+        status = conn.protocol_error.status if conn.protocol_error else 500
+        conn.write([error_response(status, conn.state.date_header)])
+        conn.response_complete(self, keep_alive=False)
+
+    # --- helpers ------------------------------------------------------------------------
+    def _gone(self, done: Callable[[], None] | None) -> None:
+        if self.cycle is not None:
+            self.cycle.disconnect()
+        if done is not None:
+            done()
+
+    def _on_consumed(self, nbytes: int) -> None:
+        """The app consumed body bytes (or is waiting for the first ones)."""
+        conn = self.conn
+        if conn.closed or conn.current is not self:
+            return
+        if self.request.expect_continue and not self.continue_sent and not self.response_started:
+            # RFC 9110 §10.1.1: 100 only once the app actually asks for the body.
+            self.continue_sent = True
+            conn.write([CONTINUE_RESPONSE])
+        if self.input.buffered <= conn.state.settings.body_buffer // 2:
+            conn.resume_reading("body")
+
+    def _describe(self) -> str:
+        return f"{self.request.method} {self.request.target}"
+
+
+class H1Protocol(asyncio.Protocol):
+    def __init__(self, state: WorkerState, url_scheme: str = "http") -> None:
+        self.state = state
+        self.url_scheme = url_scheme
+        self.parser = H1Connection(state.settings.limits)
+        self.transport: asyncio.Transport | None = None
+        self.info: ConnectionInfo | None = None
+        self.current: Exchange | None = None
+        self._pending: deque[Event] = deque()
+        self._read_pauses: set[str] = set()
+        self._write_paused = False
+        self._write_waiters: list[Callable[[], None]] = []
+        self.closed = False
+        self.can_sendfile = False
+        self.protocol_error: RemoteProtocolError | None = None
+        self._peer_eof = False
+        self._discarded = 0
+        self.deadline: float | None = None
+        self._deadline_kind = _IDLE
+        self._head_started = False  # bytes of a request head have arrived since the last one
+        self._error_after_pending = False  # answer protocol_error once the queue is served
+
+    # --- asyncio.Protocol -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self.transport = transport  # type: ignore[assignment]
+        self.state.connections.add(self)
+        self.info = _connection_info(transport, self.url_scheme, self.state)  # type: ignore[arg-type]
+        # sendfile(2) needs a plain socket and a loop that implements loop.sendfile natively
+        # (asyncio's selector loops; uvloop does not): elsewhere the file is streamed.
+        self.can_sendfile = (
+            self.url_scheme == "http"
+            and transport.get_extra_info("socket") is not None
+            and isinstance(
+                asyncio.get_running_loop(), asyncio.selector_events.BaseSelectorEventLoop
+            )
+        )
+        self._set_deadline(_HEAD)
+
+    def data_received(self, data: bytes) -> None:
+        if self.current is None:
+            self._head_started = True
+            if self._deadline_kind == _IDLE:
+                self._set_deadline(_HEAD)  # bytes of a new request head are arriving
+        try:
+            events = self.parser.receive_data(data)
+        except RemoteProtocolError as exc:
+            self._on_protocol_error(exc)
+            return
+        self._dispatch_all(events)
+
+    def _dispatch_all(self, events: list[Event]) -> None:
+        upgrade = False
+        for event in events:
+            if type(event) is Request and event.upgrade is not None:
+                upgrade = True
+            self._dispatch(event)
+        if upgrade and not self.closed:
+            # RFC 9110 §7.8: a server may ignore Upgrade. The request is answered over
+            # HTTP/1.1 and whatever follows it is parsed as HTTP/1.1 again.
+            try:
+                events = self.parser.resume_after_declined_upgrade()
+            except RemoteProtocolError as exc:
+                self._on_protocol_error(exc)
+                return
+            self._dispatch_all(events)
+
+    def eof_received(self) -> bool:
+        try:
+            events = self.parser.receive_data(b"")
+        except RemoteProtocolError as exc:
+            self._on_protocol_error(exc)
+            return True
+        self._peer_eof = True
+        self._dispatch_all(events)
+        # Keep the transport open for writing while a response is still being produced.
+        return self.current is not None and not self.closed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.state.connections.discard(self)
+        current = self.current
+        if current is not None:
+            if not current.body_complete:
+                current.input.feed_error(ClientDisconnected("client closed the connection"))
+            if current.cycle is not None and not current.response_complete:
+                current.cycle.disconnect()
+        self._pending.clear()
+        self._release_writers()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._release_writers()
+
+    # --- events ---------------------------------------------------------------------------
+    def _dispatch(self, event: Event) -> None:
+        if self._pending:
+            self._pending.append(event)  # keep order behind requests already waiting
+        else:
+            self._route(event)
+
+    def _route(self, event: Event) -> None:
+        current = self.current
+        if current is None:
+            if type(event) is Request:
+                self._start(event)
+            elif type(event) is ConnectionClosed:
+                self.close()
+        elif type(event) is Request:
+            self._pending.append(event)  # a pipelined request waits its turn
+            self.pause_reading("pipeline")
+        elif type(event) is Data:
+            self._on_body(current, event.data)
+        elif type(event) is EndOfMessage:
+            current.body_complete = True
+            current.input.feed_eof()
+            if current.response_complete:
+                self._next()
+
+    def _on_body(self, current: Exchange, data: bytes) -> None:
+        if current.response_complete:
+            # The app answered without reading the whole body: drain it, within reason.
+            self._discarded += len(data)
+            if self._discarded > self.state.settings.max_discard:
+                self.close()
+            return
+        if current.input.feed(data):
+            self.pause_reading("body")
+
+    def _start(self, request: Request) -> None:
+        state = self.state
+        if state.draining or state.settings.keep_alive <= 0:
+            request.keep_alive = False
+        self._set_deadline(_BUSY)
+        self._head_started = False
+        self._discarded = 0
+        exchange = Exchange(self, request, ResponseFramer(request, state.date_header))
+        self.current = exchange
+        assert self.info is not None
+        environ = build_environ(
+            request,
+            self.info,
+            exchange.input,
+            state.proxy,
+            multithread=state.settings.multithread,
+            multiprocess=state.settings.multiprocess,
+            script_name=state.settings.script_name,
+        )
+        cycle = WSGICycle(state.app, request, environ, exchange, state.call_soon_threadsafe)
+        exchange.cycle = cycle
+        state.submit(cycle)
+
+    def response_complete(self, exchange: Exchange, keep_alive: bool | None = None) -> None:
+        """The last bytes of ``exchange``'s response are written (loop thread)."""
+        exchange.response_complete = True
+        state = self.state
+        state.requests_served += 1
+        if state.on_request_done is not None:
+            state.on_request_done()
+        if keep_alive is None:
+            keep_alive = exchange.framer.keep_alive
+        if self.protocol_error is not None and not self._pending and keep_alive:
+            if self._error_after_pending:
+                self.write([error_response(self.protocol_error.status, state.date_header)])
+            self.close()
+            return
+        if (
+            not keep_alive
+            or (self._peer_eof and not self._pending)
+            or (state.draining and not self._pending)
+        ):
+            self.close()
+            return
+        if exchange.body_complete:
+            self._next()
+            return
+        # The body is still arriving: drain the rest, unless the client may be waiting for
+        # a 100 it never got (it might never send the body) or the rest is too large.
+        request = exchange.request
+        remaining = (request.content_length or 0) - exchange.input.bytes_read
+        if (request.expect_continue and not exchange.continue_sent) or (
+            remaining > self.state.settings.max_discard
+        ):
+            self.close()
+            return
+        exchange.input.feed_error(ClientDisconnected("response already sent"))
+        self.resume_reading("body")
+
+    @property
+    def busy(self) -> bool:
+        """A request is in progress (set and cleared as events are routed)."""
+        return self.current is not None
+
+    def _next(self) -> None:
+        """Move on to the next request, if one is already waiting."""
+        self.current = None
+        self._set_deadline(_IDLE)
+        pending = self._pending
+        while pending and not self.closed:
+            if self.busy and type(pending[0]) is Request:
+                break  # the one after next waits too
+            self._route(pending.popleft())
+        if not pending:
+            self.resume_reading("pipeline")
+
+    def _on_protocol_error(self, exc: RemoteProtocolError) -> None:
+        # Requests parsed before the bad bytes (in the same read) are answered first.
+        for event in getattr(exc, "events", ()):
+            self._dispatch(event)
+        peer = self.info.remote_addr if self.info else "?"
+        log.info("Bad request from %s: %s (%d)", peer or "unix socket", exc, exc.status)
+        self.protocol_error = exc
+        current = self.current
+        if current is None and not self._pending:
+            self.write([error_response(exc.status, self.state.date_header)])
+            self.close()
+            return
+        self.pause_reading("error")
+        if current is not None and not current.body_complete:
+            # The request in progress is broken: the app's reads fail, and if it has not
+            # answered yet, fail() answers with this error's status.
+            current.input.feed_error(ClientDisconnected(str(exc)))
+        else:
+            # The bad bytes are a request of their own, after those already received:
+            # they get their answer once those are served.
+            self._error_after_pending = True
+
+    # --- flow control and IO -----------------------------------------------------------
+    def write(self, parts: list[bytes]) -> None:
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        if len(parts) == 1:
+            transport.write(parts[0])
+        elif parts:
+            transport.write(b"".join(parts))
+
+    def when_writable(self, callback: Callable[[], None]) -> None:
+        if self._write_paused and not self.closed:
+            self._write_waiters.append(callback)
+        else:
+            callback()
+
+    def _release_writers(self) -> None:
+        waiters, self._write_waiters = self._write_waiters, []
+        for callback in waiters:
+            callback()
+
+    def pause_reading(self, reason: str) -> None:
+        if not self._read_pauses and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self._read_pauses.add(reason)
+
+    def resume_reading(self, reason: str) -> None:
+        if reason in self._read_pauses:
+            self._read_pauses.discard(reason)
+            if not self._read_pauses and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    async def sendfile(self, exchange: Exchange, fd: int, offset: int, count: int) -> None:
+        transport = self.transport
+        assert transport is not None
+        loop = asyncio.get_running_loop()
+        try:
+            with open(os.dup(fd), "rb") as file:
+                sent = await loop.sendfile(transport, file, offset, count)
+            if sent < count:
+                raise OSError(f"file shrank while sending: {sent} of {count} bytes")
+            exchange.framer.count_sent(sent)
+        except (OSError, RuntimeError) as exc:
+            log.info("sendfile for %s failed: %s", exchange.request.target, exc)
+            self.close()
+            if exchange.cycle is not None:
+                exchange.cycle.disconnect()
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()  # flushes what is buffered, then closes
+
+    # --- timeouts and draining (called by the worker) ----------------------------------
+    def _set_deadline(self, kind: int) -> None:
+        self._deadline_kind = kind
+        settings = self.state.settings
+        if kind == _HEAD:
+            self.deadline = self.state.now + settings.header_timeout
+        elif kind == _IDLE:
+            self.deadline = self.state.now + settings.keep_alive
+        else:
+            self.deadline = None
+
+    def check_deadline(self, now: float) -> None:
+        if self.deadline is None or now < self.deadline or self.closed:
+            return
+        if self._deadline_kind == _HEAD and self._head_started:
+            peer = self.info.remote_addr if self.info else "?"
+            log.info("Request head from %s timed out; closing", peer or "unix socket")
+            # RFC 9110 §15.5.9: a server may send 408 before closing an unused connection.
+            self.write([error_response(408, self.state.date_header)])
+        self.close()
+
+    def drain(self) -> None:
+        """Graceful stop: close when idle, or after the response in progress."""
+        if self.current is None:
+            self.close()
+
+
+def _connection_info(
+    transport: asyncio.Transport, scheme: str, state: WorkerState
+) -> ConnectionInfo:
+    sock = transport.get_extra_info("socket")
+    peer = transport.get_extra_info("peername")
+    local = transport.get_extra_info("sockname")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        remote_addr, remote_port = str(peer[0]), str(peer[1])
+        server_name, server_port = str(local[0]), str(local[1])
+    else:  # a UNIX socket: no peer address (PEP 3333 allows empty strings)
+        remote_addr, remote_port = "", ""
+        server_name, server_port = "localhost", "443" if scheme == "https" else "80"
+    return ConnectionInfo(
+        server_name=server_name,
+        server_port=server_port,
+        remote_addr=remote_addr,
+        remote_port=remote_port,
+        url_scheme=scheme,
+        from_trusted_proxy=state.proxy.trusts(remote_addr),
+    )

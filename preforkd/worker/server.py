@@ -1,0 +1,127 @@
+"""One worker's event loop: serve the inherited listeners until told to stop, then drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from preforkd.worker.connection import H1Protocol
+from preforkd.worker.state import WorkerState
+
+log = logging.getLogger("preforkd.worker")
+
+MAX_TICK = 1.0  # the ticker refreshes clocks and checks deadlines at least this often
+MIN_TICK = 0.05
+DRAIN_TICK = 0.05
+
+
+class Server:
+    """Owns the loop-side life of a worker: listening, ticking, stopping."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        state: WorkerState,
+        listeners: tuple[Any, ...],
+        *,
+        backlog: int,
+        graceful_timeout: float,
+        master_pid: int,
+        max_requests: int = 0,
+    ) -> None:
+        self.loop = loop
+        self.state = state
+        self.listeners = listeners
+        self.backlog = backlog
+        self.graceful_timeout = graceful_timeout
+        self.master_pid = master_pid
+        self.max_requests = max_requests
+        self.servers: list[asyncio.base_events.Server] = []
+        self._stop_requested: asyncio.Future[bool] = loop.create_future()  # True: graceful
+        self._drained: asyncio.Future[None] | None = None
+        self._drain_deadline = 0.0
+        settings = state.settings
+        timeouts = [t / 4 for t in (settings.keep_alive, settings.header_timeout) if t > 0]
+        self.tick_interval = max(MIN_TICK, min([MAX_TICK, *timeouts]))
+        if max_requests:
+            state.on_request_done = self._check_max_requests
+
+    async def start(self) -> None:
+        for sock in self.listeners:
+            server = await self.loop.create_server(
+                lambda: H1Protocol(self.state), sock=sock, backlog=self.backlog
+            )
+            self.servers.append(server)
+        self.loop.call_later(self.tick_interval, self._tick)
+
+    def install_signal_handlers(self, reopen_logs: Callable[[], None]) -> None:
+        add = self.loop.add_signal_handler
+        add(signal.SIGTERM, self.stop, True)
+        add(signal.SIGINT, self.stop, False)
+        add(signal.SIGQUIT, self.stop, False)
+        add(signal.SIGUSR1, reopen_logs)
+        # The master's business: a worker ignores them rather than die of their defaults.
+        for sig in (signal.SIGHUP, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
+            add(sig, lambda: None)
+
+    def stop(self, graceful: bool = True) -> None:
+        if not self._stop_requested.done():
+            self._stop_requested.set_result(graceful)
+        elif not graceful and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)  # a quick stop cuts a graceful one short
+
+    async def serve_until_stopped(self) -> None:
+        graceful = await self._stop_requested
+        for server in self.servers:
+            server.close()  # stop accepting; other workers keep serving the listeners
+        if graceful:
+            await self._drain()
+        for conn in list(self.state.connections):
+            conn.close()
+
+    async def _drain(self) -> None:
+        state = self.state
+        state.draining = True
+        for conn in list(state.connections):
+            conn.drain()
+        self._drain_deadline = state.now + self.graceful_timeout
+        if state.connections or state.in_flight:
+            self._drained = self.loop.create_future()
+            await self._drained
+        if state.connections or state.in_flight:
+            log.warning(
+                "Graceful timeout: closing %d connections with %d requests in flight",
+                len(state.connections),
+                state.in_flight,
+            )
+
+    def _tick(self) -> None:
+        try:
+            self._check()
+        except Exception:  # the ticker must survive anything, or timeouts stop for good
+            log.exception("Worker housekeeping failed")
+        interval = DRAIN_TICK if self.state.draining else self.tick_interval
+        self.loop.call_later(interval, self._tick)
+
+    def _check(self) -> None:
+        state = self.state
+        state.tick()
+        now = state.now
+        for conn in list(state.connections):
+            conn.check_deadline(now)
+        if os.getppid() != self.master_pid and not self._stop_requested.done():
+            log.warning("The master (pid %d) is gone; stopping", self.master_pid)
+            self.stop(True)
+        drained = self._drained
+        idle = not (state.connections or state.in_flight)
+        if drained is not None and not drained.done() and (idle or now >= self._drain_deadline):
+            drained.set_result(None)
+
+    def _check_max_requests(self) -> None:
+        if self.state.requests_served >= self.max_requests and not self._stop_requested.done():
+            log.info("Served %d requests: recycling this worker", self.state.requests_served)
+            self.stop(True)

@@ -1,0 +1,103 @@
+"""What every connection of one worker shares: the app, the thread pool, settings, clocks."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+
+from preforkd.proto.h1 import H1Limits
+from preforkd.wsgi.environ import ProxyTrust
+
+if TYPE_CHECKING:
+    from preforkd.logs import AccessLog, AccessRecord
+    from preforkd.wsgi.bridge import WSGICycle
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    """The slice of the configuration a connection needs (a small frozen sub-config)."""
+
+    limits: H1Limits
+    keep_alive: float  # seconds an idle connection is kept; 0 disables keep-alive
+    header_timeout: float  # seconds a request head may take to arrive
+    multiprocess: bool
+    multithread: bool
+    script_name: str = ""
+    body_buffer: int = 256 * 1024  # request-body bytes buffered before reading pauses
+    max_discard: int = 1024 * 1024  # unread body bytes we drain to keep a connection
+
+
+@dataclass
+class WorkerState:
+    """Mutable per-worker state. Only the event-loop thread changes it."""
+
+    app: Callable[..., Any]
+    settings: ConnectionSettings
+    executor: ThreadPoolExecutor
+    proxy: ProxyTrust
+    call_soon_threadsafe: Callable[..., Any]
+    access_log: AccessLog | None = None
+    connections: set[Any] = field(default_factory=set)
+    draining: bool = False
+    requests_served: int = 0
+    cycles_started: int = 0
+    cycles_finished: int = 0  # incremented by app threads, under _lock
+    on_request_done: Callable[[], None] | None = None
+    # Coarse clocks, refreshed by the worker's ticker: the hot path reads attributes
+    # instead of calling time functions and formatting dates per request.
+    now: float = field(default_factory=time.monotonic)
+    date_header: bytes = b""
+
+    def tick(self) -> None:
+        self.now = time.monotonic()
+        self.date_header = formatdate(usegmt=True).encode("ascii")
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self.tick()
+
+    @property
+    def in_flight(self) -> int:
+        """WSGI calls started and not yet returned (their clients may be gone)."""
+        return self.cycles_started - self.cycles_finished
+
+    def submit(self, cycle: WSGICycle) -> None:
+        self.cycles_started += 1
+        self.executor.submit(self._run, cycle)
+
+    def _run(self, cycle: WSGICycle) -> None:
+        try:
+            cycle.run()
+            access_log = self.access_log
+            if access_log is not None and access_log.enabled:
+                access_log.log(_access_record(cycle))
+        finally:
+            with self._lock:
+                self.cycles_finished += 1
+
+
+def _access_record(cycle: WSGICycle) -> AccessRecord:
+    from preforkd.logs import AccessRecord
+
+    request, environ = cycle.request, cycle.environ
+    status = cycle.status or "500"
+    return AccessRecord(
+        remote_addr=environ.get("REMOTE_ADDR", ""),
+        remote_port=int(environ["REMOTE_PORT"]) if environ.get("REMOTE_PORT") else None,
+        method=request.method,
+        target=request.target,
+        http_version=request.http_version,
+        status=int(status[:3]),
+        response_bytes=cycle.bytes_sent,
+        request_headers=request.headers,
+        response_headers=cycle.response_headers,
+        start_time=cycle.start_time,
+        duration=cycle.duration,
+        pid=os.getpid(),
+    )
