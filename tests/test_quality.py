@@ -42,7 +42,7 @@ def test_mypy_strict() -> None:
 def test_protocol_cores_import_no_io() -> None:
     # Architecture rule: the protocol layer is IO-free, so it can be tested byte by byte.
     code = (
-        "import sys, preforkd.proto.events, preforkd.proto.h1; "
+        "import sys, preforkd.proto.events, preforkd.proto.h1, preforkd.proto.h1_response; "
         "print(','.join(sorted(m for m in ('asyncio', 'socket') if m in sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -19,11 +21,13 @@ from preforkd.settings import (
     SPECS,
     EarlyExit,
     build_parser,
-    example_toml,
     load_config,
+    subconfig,
+)
+from preforkd.settings_docs import (
+    example_toml,
     readme_block,
     settings_reference_markdown,
-    subconfig,
     update_readme,
 )
 
@@ -406,12 +410,16 @@ def test_example_toml_uncommented_gives_defaults_or_examples(tmp_path: Path) -> 
 
 
 def test_module_entry_point_prints_reference(capsys: pytest.CaptureFixture[str]) -> None:
-    from preforkd.settings import _main
+    from preforkd.settings_docs import main
 
-    assert _main([]) == 0
+    assert main([]) == 0
     assert capsys.readouterr().out == settings_reference_markdown()
-    assert _main(["--example-toml"]) == 0
+    assert main(["--example-toml"]) == 0
     assert capsys.readouterr().out == example_toml()
+    # The documented command runs the same generator.
+    out = subprocess.run([sys.executable, "-m", "preforkd.settings", "--example-toml"],
+                         capture_output=True, text=True, cwd=ROOT, check=True).stdout  # fmt: skip
+    assert out == example_toml()
 
 
 def test_os_environ_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:

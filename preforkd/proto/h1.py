@@ -17,8 +17,7 @@ Two rules keep this module honest:
 2. A rule the callbacks enforce is cited to the RFC section that requires or allows it; a
    rule llhttp enforces is pinned by a test in tests/proto and the request corpus.
 
-``ResponseFramer`` is the sending half: one instance frames one response to one request
-(status line, header checks, Content-Length / chunked / close-delimited bodies).
+The sending half, ``ResponseFramer``, lives in :mod:`preforkd.proto.h1_response`.
 
 Decisions worth knowing (details at the code that implements them):
 
@@ -44,7 +43,6 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import NoReturn
 
 from httptools import (
@@ -58,17 +56,13 @@ from preforkd.errors import LocalProtocolError, RemoteProtocolError
 from preforkd.proto.events import ConnectionClosed, Data, EndOfMessage, Event, Request
 
 __all__ = [
-    "CONTINUE_RESPONSE",
     "H1Connection",
     "H1Limits",
     "H1ProtocolError",
-    "ResponseFramer",
-    "error_response",
 ]
 
 # RFC 9110 §10.1.1: the interim response that tells a client to send the body it is
 # holding back behind "Expect: 100-continue".
-CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -604,255 +598,3 @@ class _Callbacks:
 
 
 # -- responses ------------------------------------------------------------------------------
-
-# RFC 9110 §5.6.2: field-name = token.
-_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# RFC 9110 §5.5: CR, LF and NUL are dangerous in a field value and the other CTLs (except
-# HTAB) invalid; obs-text (0x80-0xFF) is allowed.
-_BAD_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-# RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ].
-_STATUS_RE = re.compile(r"([1-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
-
-_valid_names: set[str] = set()
-_valid_statuses: dict[str, tuple[int, str]] = {}  # status -> (code, status line)
-
-# Response fields the framer owns or must drop (PEP 3333 forbids hop-by-hop fields from
-# the app; RFC 9110 §7.6.1 lists them).
-_R_CL, _R_TE, _R_CONNECTION, _R_DATE, _R_SERVER = (
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "date",
-    "server",
-)
-_R_DROP = frozenset(("keep-alive", "upgrade", "proxy-connection"))
-_R_WATCHED = frozenset((_R_CL, _R_TE, _R_CONNECTION, _R_DATE, _R_SERVER)) | _R_DROP
-
-
-class _Framing(enum.Enum):
-    NONE = "no body"  # HEAD, 1xx, 204, 304 (RFC 9110 §6.4.1)
-    LENGTH = "Content-Length"
-    CHUNKED = "chunked"
-    CLOSE = "delimited by closing the connection"  # RFC 9112 §6.3 item 8
-
-
-_NONE, _LENGTH, _CHUNKED, _CLOSE = _Framing.NONE, _Framing.LENGTH, _Framing.CHUNKED, _Framing.CLOSE
-
-
-class ResponseFramer:
-    """Frames ONE response to ONE request, so pipelined responses share no state.
-
-    ``head()`` once, ``body()`` any number of times, ``end()`` once. ``keep_alive`` is
-    valid after ``head()`` and may turn False later (body cut short or truncated): the
-    caller closes the connection after this response when it is False.
-    """
-
-    __slots__ = (
-        "_date",
-        "_framing",
-        "_remaining",
-        "_request",
-        "_server",
-        "_stage",
-        "bytes_sent",
-        "keep_alive",
-        "status_code",
-        "truncated",
-    )
-
-    def __init__(self, request: Request, date: bytes, server: bytes = b"preforkd") -> None:
-        self._request = request
-        self._date = date
-        self._server = server
-        self._stage = 0  # 0: before head(), 1: sending the body, 2: ended
-        self._framing = _NONE
-        self._remaining = 0
-        self.status_code = 0
-        self.keep_alive = False
-        self.bytes_sent = 0  # body bytes, unframed (for the access log)
-        self.truncated = False  # the app gave more than its Content-Length
-
-    def head(self, status: str, headers: list[tuple[str, str]]) -> bytes:
-        """The status line and header section, e.g. ``head("200 OK", [...])``.
-
-        Raises ``LocalProtocolError`` (status 500) for an invalid status, field name or
-        value, or Content-Length; nothing has been sent then.
-        """
-        if self._stage:
-            raise LocalProtocolError("head() called twice", 500)
-        code, status_line = _valid_statuses.get(status) or _check_status(status)
-        request = self._request
-        lines = [status_line]
-        length: int | None = None
-        close = has_date = has_server = False
-        for name, value in headers:
-            if name not in _valid_names:
-                _check_name(name)
-            if type(value) is not str or not value.isprintable():
-                _check_value(name, value)
-            key = name.lower()
-            if key in _R_WATCHED:
-                if key == _R_CL:
-                    length = _content_length(value, length)
-                    continue  # added back below, when the status allows it
-                if key == _R_TE:
-                    # PEP 3333: no hop-by-hop fields from the app. "chunked" is taken as
-                    # "frame it for me"; any other coding would change the body's meaning.
-                    if value.strip().lower() != "chunked":
-                        raise LocalProtocolError(f"unsupported Transfer-Encoding {value!r}", 500)
-                    continue
-                if key == _R_CONNECTION:
-                    # Honour "close" (RFC 9110 §7.6.1); every other option is hop-by-hop.
-                    if "close" in (t.strip().lower() for t in value.split(",")):
-                        close = True
-                    continue
-                if key in _R_DROP:
-                    continue
-                if key == _R_DATE:
-                    has_date = True
-                else:
-                    has_server = True
-            lines.append(f"{name}: {value}\r\n")
-        if not has_date:
-            lines.append(f"Date: {self._date.decode('latin-1')}\r\n")
-        if not has_server:
-            lines.append(f"Server: {self._server.decode('latin-1')}\r\n")
-        framing = self._choose_framing(code, length)
-        if length is not None and code >= 200 and code != 204:
-            # RFC 9110 §8.6: never in 1xx or 204; kept for HEAD and 304, where it describes
-            # the representation the GET would have sent.
-            lines.append(f"Content-Length: {length}\r\n")
-        elif framing is _CHUNKED:
-            lines.append("Transfer-Encoding: chunked\r\n")
-        keep_alive = request.keep_alive and not close and framing is not _CLOSE
-        if not keep_alive:
-            # RFC 9112 §9.6: tell the client the connection ends with this response.
-            lines.append("Connection: close\r\n")
-        elif request.http_version == "1.0":
-            lines.append("Connection: keep-alive\r\n")  # RFC 9112 §9.3: HTTP/1.0 opt-in
-        lines.append("\r\n")
-        try:
-            data = "".join(lines).encode("latin-1")
-        except UnicodeEncodeError as exc:
-            raise LocalProtocolError("response header is not latin-1", 500) from exc
-        self.status_code = code
-        self.keep_alive = keep_alive
-        self._framing = framing
-        self._stage = 1
-        return data
-
-    def _choose_framing(self, code: int, length: int | None) -> _Framing:
-        if code < 200 or code == 204 or code == 304 or self._request.method == "HEAD":
-            return _NONE  # RFC 9110 §6.4.1: these responses have no content
-        if length is not None:
-            self._remaining = length
-            return _LENGTH
-        if self._request.http_version == "1.1":
-            return _CHUNKED  # RFC 9112 §7.1
-        return _CLOSE  # an HTTP/1.0 client knows no chunked coding (RFC 9112 §6.3 item 8)
-
-    def body(self, data: bytes) -> bytes:
-        """The bytes to send for this piece of the body (b"" when there is nothing)."""
-        if self._stage != 1:
-            raise LocalProtocolError("body() outside head() ... end()", 500)
-        framing = self._framing
-        size = len(data)
-        if framing is _CHUNKED:
-            if not size:
-                return b""  # an empty chunk would end the body (RFC 9112 §7.1)
-            self.bytes_sent += size
-            return b"".join((b"%x\r\n" % size, data, b"\r\n"))
-        if framing is _LENGTH:
-            remaining = self._remaining
-            if size > remaining:
-                # Never send more than declared: the excess would be read as the next
-                # response (RFC 9112 §6.3 item 6). The connection must not be reused.
-                data = data[:remaining]
-                size = remaining
-                self.truncated = True
-                self.keep_alive = False
-            self._remaining = remaining - size
-            self.bytes_sent += size
-            return data
-        if framing is _CLOSE:
-            self.bytes_sent += size
-            return data
-        return b""
-
-    def count_sent(self, size: int) -> None:
-        """Account for ``size`` body bytes the caller sent itself (sendfile(2)).
-
-        Only for Content-Length framing, where the bytes need no framing of their own."""
-        if self._stage != 1 or self._framing is not _LENGTH or size > self._remaining:
-            raise LocalProtocolError("count_sent() needs room in a Content-Length body", 500)
-        self._remaining -= size
-        self.bytes_sent += size
-
-    def end(self) -> bytes:
-        """The bytes that finish the response (the last chunk when chunked)."""
-        if self._stage != 1:
-            raise LocalProtocolError("end() without head(), or twice", 500)
-        self._stage = 2
-        if self._framing is _CHUNKED:
-            return b"0\r\n\r\n"
-        if self._framing is _LENGTH and self._remaining:
-            # Fewer bytes than declared: the client would wait for the rest, or read the
-            # next response as this body. Only closing the connection ends it safely.
-            self.keep_alive = False
-        elif self._framing is _CLOSE:
-            self.keep_alive = False
-        return b""
-
-
-def _check_status(status: str) -> tuple[int, str]:
-    if type(status) is not str or _STATUS_RE.fullmatch(status) is None:
-        raise LocalProtocolError(f"invalid status {status!r}", 500)
-    # The SP after the code is required even without a reason phrase (RFC 9112 §4).
-    result = int(status[:3]), f"HTTP/1.1 {status if len(status) > 3 else status + ' '}\r\n"
-    if len(_valid_statuses) < _CACHE_MAX:
-        _valid_statuses[status] = result
-    return result
-
-
-def _check_name(name: object) -> None:
-    if type(name) is not str or _TOKEN_RE.fullmatch(name) is None:
-        raise LocalProtocolError(f"invalid header name {name!r}", 500)
-    if len(_valid_names) < _CACHE_MAX:
-        _valid_names.add(name)
-
-
-def _check_value(name: str, value: object) -> None:
-    if type(value) is not str or _BAD_VALUE_RE.search(value) is not None:
-        raise LocalProtocolError(f"invalid value for header {name!r}: {value!r}", 500)
-
-
-def _content_length(value: str, previous: int | None) -> int:
-    text = value.strip()
-    # RFC 9110 §8.6: Content-Length = 1*DIGIT (isdigit alone would accept "²").
-    if not (text.isascii() and text.isdigit()):
-        raise LocalProtocolError(f"invalid Content-Length {value!r}", 500)
-    length = int(text)
-    if previous is not None and previous != length:
-        raise LocalProtocolError("conflicting Content-Length values", 500)
-    return length
-
-
-# -- canned responses -----------------------------------------------------------------------
-
-_REASONS = {int(s): s.phrase for s in HTTPStatus}
-
-
-def error_response(status: int, date: bytes, server: bytes = b"preforkd") -> bytes:
-    """A complete small response for ``status`` that closes the connection.
-
-    For the errors the server answers itself (400, 414, 431, 501, 505, 500, 503...).
-    """
-    if not 100 <= status <= 599:
-        raise ValueError(f"invalid status {status}")
-    reason = _REASONS.get(status, "Error").encode("ascii")
-    body = b"%d %s\n" % (status, reason)
-    return (
-        b"HTTP/1.1 %d %s\r\nDate: %s\r\nServer: %s\r\n"
-        b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-        b"Connection: close\r\n\r\n%s" % (status, reason, date, server, len(body), body)
-    )

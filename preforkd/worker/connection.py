@@ -28,7 +28,8 @@ from collections.abc import Callable, Sequence
 
 from preforkd.errors import ClientDisconnected, LocalProtocolError, RemoteProtocolError
 from preforkd.proto.events import ConnectionClosed, Data, EndOfMessage, Event, Request
-from preforkd.proto.h1 import CONTINUE_RESPONSE, H1Connection, ResponseFramer, error_response
+from preforkd.proto.h1 import H1Connection
+from preforkd.proto.h1_response import CONTINUE_RESPONSE, ResponseFramer, error_response
 from preforkd.worker.state import WorkerState
 from preforkd.wsgi.bridge import Head, WSGICycle
 from preforkd.wsgi.environ import ConnectionInfo, build_environ

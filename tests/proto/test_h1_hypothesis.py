@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from preforkd.proto.events import Data, EndOfMessage, Event, Request
-from preforkd.proto.h1 import ResponseFramer
+from preforkd.proto.h1_response import ResponseFramer
 
 from .h1_support import EXAMPLES, feed, merge_data, request
 

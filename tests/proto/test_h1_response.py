@@ -7,7 +7,7 @@ import pytest
 
 from preforkd.errors import LocalProtocolError
 from preforkd.proto.events import Request
-from preforkd.proto.h1 import CONTINUE_RESPONSE, ResponseFramer, error_response
+from preforkd.proto.h1_response import CONTINUE_RESPONSE, ResponseFramer, error_response
 
 DATE = b"Sat, 21 Nov 2026 20:00:00 GMT"
 
