@@ -1,11 +1,11 @@
 """A Werkzeug application showing routing, streaming, file download and upload.
 
-    preforkd --workers 2 examples.werkzeug_app:app
+preforkd --workers 2 examples.werkzeug_app:app
 
-    curl http://127.0.0.1:8000/hello/you
-    curl http://127.0.0.1:8000/stream
-    curl -O http://127.0.0.1:8000/download
-    curl --data-binary @somefile http://127.0.0.1:8000/upload
+curl http://127.0.0.1:8000/hello/you
+curl http://127.0.0.1:8000/stream
+curl -O http://127.0.0.1:8000/download
+curl --data-binary @somefile http://127.0.0.1:8000/upload
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def stream(request: Request) -> Response:
 def download(request: Request) -> Response:
     """A file sent through wsgi.file_wrapper (sendfile on plain HTTP/1.1)."""
     path = os.path.join(HERE, "hello.py")
-    fh = open(path, "rb")  # closed by the server through the wrapper's close()
+    fh = open(path, "rb")  # noqa: SIM115 - the server closes it through the wrapper
     response = Response(wrap_file(request.environ, fh), mimetype="text/x-python")
     response.headers["Content-Length"] = str(os.path.getsize(path))
     response.headers["Content-Disposition"] = "attachment; filename=hello.py"

@@ -101,11 +101,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Preforkd:
     tmp = tmp_path_factory.mktemp("http1")
     port = free_port()
     srv = Preforkd(
-        [APP, "--bind", f"127.0.0.1:{port}", "--workers", "2", "--keep-alive", "30",
-         "--limit-request-line", "1024", "--limit-request-fields", "20",
-         "--limit-request-field-size", "512"],
+        [
+            APP,
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--keep-alive",
+            "30",
+            "--limit-request-line",
+            "1024",
+            "--limit-request-fields",
+            "20",
+            "--limit-request-field-size",
+            "512",
+        ],
         tmp,
-    )  # fmt: skip
+    )
     srv.port = port
     srv.start()
     srv.wait_serving()
@@ -141,7 +153,7 @@ def test_http10_closes_unless_keep_alive_asked(server: Preforkd) -> None:
     assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"hello")
     conn = Conn(server.port)  # type: ignore[arg-type]
     conn.send(b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-    status, headers, body = conn.read_response()
+    _, headers, body = conn.read_response()
     assert headers.get("connection", "").lower() == "keep-alive" and body == b"hello"
     conn.send(b"GET /hello HTTP/1.0\r\n\r\n")
     assert conn.read_response()[2] == b"hello"
@@ -156,14 +168,17 @@ def test_connection_close_is_honoured_both_ways(server: Preforkd) -> None:
     conn = Conn(server.port)  # type: ignore[arg-type]
     conn.send(get("/close"))
     status, headers, body = conn.read_response()
-    assert body == b"bye" and headers["connection"] == "close" and conn.is_closed()
+    assert status == 200 and body == b"bye"
+    assert headers["connection"] == "close" and conn.is_closed()
 
 
 def test_pipelined_requests_are_answered_in_order(server: Preforkd) -> None:
     conn = Conn(server.port)  # type: ignore[arg-type]
     # A slow first request must not let the fast ones behind it overtake it.
-    conn.send(get("/slow?seconds=0.3") + get("/hello") + b"POST /echo HTTP/1.1\r\nHost: t\r\n"
-              b"Content-Length: 4\r\n\r\nping" + get("/write"))  # fmt: skip
+    conn.send(
+        get("/slow?seconds=0.3") + get("/hello") + b"POST /echo HTTP/1.1\r\nHost: t\r\n"
+        b"Content-Length: 4\r\n\r\nping" + get("/write")
+    )
     assert conn.read_response()[2] == b"slow done"
     assert conn.read_response()[2] == b"hello"
     assert conn.read_response()[2] == b"ping"
@@ -197,7 +212,7 @@ def test_chunked_response_for_streams(server: Preforkd) -> None:
     conn = Conn(server.port)  # type: ignore[arg-type]
     conn.send(get("/stream?n=4&size=3"))
     status, headers, body = conn.read_response()
-    assert headers["transfer-encoding"] == "chunked"
+    assert status == 200 and headers["transfer-encoding"] == "chunked"
     assert body == b"AAABBBCCCDDD"
     conn.close()
 
@@ -210,8 +225,10 @@ def test_http10_stream_is_close_delimited(server: Preforkd) -> None:
 
 def test_chunked_request_body(server: Preforkd) -> None:
     conn = Conn(server.port)  # type: ignore[arg-type]
-    conn.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-              b"5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nTrailer: x\r\n\r\n")  # fmt: skip
+    conn.send(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nTrailer: x\r\n\r\n"
+    )
     assert conn.read_response()[2] == b"hello world"
     conn.send(get("/hello"))
     assert conn.read_response()[2] == b"hello"
@@ -234,8 +251,9 @@ def test_readline_iteration_over_body(server: Preforkd) -> None:
 
 def test_expect_100_continue_sent_only_when_app_reads(server: Preforkd) -> None:
     conn = Conn(server.port)  # type: ignore[arg-type]
-    conn.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
-              b"Expect: 100-continue\r\n\r\n")  # fmt: skip
+    conn.send(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+    )
     status, _, _ = conn.read_response()
     assert status == 100
     conn.send(b"data")
@@ -243,8 +261,9 @@ def test_expect_100_continue_sent_only_when_app_reads(server: Preforkd) -> None:
     # An app that never reads the body answers without a 100, and the connection is
     # closed rather than left waiting for a body the client may never send.
     conn = Conn(server.port)  # type: ignore[arg-type]
-    conn.send(b"POST /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
-              b"Expect: 100-continue\r\n\r\n")  # fmt: skip
+    conn.send(
+        b"POST /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+    )
     status, _, body = conn.read_response()
     assert status == 200 and body == b"hello"
     assert conn.is_closed()
@@ -252,8 +271,9 @@ def test_expect_100_continue_sent_only_when_app_reads(server: Preforkd) -> None:
 
 def test_unread_body_is_drained_for_keep_alive(server: Preforkd) -> None:
     conn = Conn(server.port)  # type: ignore[arg-type]
-    conn.send(b"POST /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123456789"
-              + get("/hello"))  # fmt: skip
+    conn.send(
+        b"POST /hello HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123456789" + get("/hello")
+    )
     assert conn.read_response()[2] == b"hello"
     assert conn.read_response()[2] == b"hello"
     conn.close()
@@ -281,8 +301,9 @@ def test_file_wrapper_sends_the_file(start_server: Start, tmp_path: Path, loop: 
     path.write_bytes(payload)
     r = httpx.get(f"http://127.0.0.1:{server.port}/file", params={"path": str(path)})
     assert r.headers["content-length"] == str(len(payload)) and r.content == payload
-    r = httpx.get(f"http://127.0.0.1:{server.port}/file",
-                  params={"path": str(path), "length": "1000"})  # fmt: skip
+    r = httpx.get(
+        f"http://127.0.0.1:{server.port}/file", params={"path": str(path), "length": "1000"}
+    )
     assert r.content == payload[:1000]
     r = httpx.head(f"http://127.0.0.1:{server.port}/file", params={"path": str(path)})
     assert r.content == b""
@@ -314,11 +335,18 @@ def test_error_after_head_closes_the_connection(server: Preforkd) -> None:
         (b"GET / HTTP/1.1\r\n\r\n", 400),  # no Host
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
         (b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414),
-        (b"GET / HTTP/1.1\r\nHost: t\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(30))
-         + b"\r\n", 431),  # fmt: skip
+        (
+            b"GET / HTTP/1.1\r\nHost: t\r\n"
+            + b"".join(b"X-%d: v\r\n" % i for i in range(30))
+            + b"\r\n",
+            431,
+        ),
         (b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"v" * 1000 + b"\r\n\r\n", 431),
-        (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked"
-         b"\r\n\r\n0\r\n\r\n", 400),  # fmt: skip
+        (
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked"
+            b"\r\n\r\n0\r\n\r\n",
+            400,
+        ),
         (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
         # RFC 9112 §6.1: a coding we do not understand → 501; §6.3: chunked not last → 400.
         (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
@@ -327,11 +355,25 @@ def test_error_after_head_closes_the_connection(server: Preforkd) -> None:
         (b"GET / HTTP/1.1\r\nHost: t\r\nBad Name: v\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n folded\r\n\r\n", 400),
     ],
-    ids=["garbage", "no-host", "two-hosts", "long-line", "many-fields", "big-field",
-         "cl-and-te", "two-cls", "unknown-te", "te-not-chunked-last", "bad-chunk", "space-in-name", "obs-fold"],
-)  # fmt: skip
-def test_bad_requests_get_status_and_close(server: Preforkd, request_bytes: bytes,
-                                           status: int) -> None:  # fmt: skip
+    ids=[
+        "garbage",
+        "no-host",
+        "two-hosts",
+        "long-line",
+        "many-fields",
+        "big-field",
+        "cl-and-te",
+        "two-cls",
+        "unknown-te",
+        "te-not-chunked-last",
+        "bad-chunk",
+        "space-in-name",
+        "obs-fold",
+    ],
+)
+def test_bad_requests_get_status_and_close(
+    server: Preforkd, request_bytes: bytes, status: int
+) -> None:
     data = raw_request("127.0.0.1", server.port, request_bytes)  # type: ignore[arg-type]
     assert data.startswith(b"HTTP/1.1 %d " % status), data[:200]
     assert b"connection: close" in data.lower()
@@ -452,8 +494,12 @@ def test_large_upload_to_a_slow_app_keeps_memory_bounded(start_server: Start) ->
             for _ in range(total // len(block)):
                 yield block
 
-        r = httpx.post(f"http://127.0.0.1:{srv.port}/count?delay=0.0005", content=body(),
-                       headers={"Content-Length": str(total)}, timeout=60)  # fmt: skip
+        r = httpx.post(
+            f"http://127.0.0.1:{srv.port}/count?delay=0.0005",
+            content=body(),
+            headers={"Content-Length": str(total)},
+            timeout=60,
+        )
     finally:
         stop.set()
         sampler.join()
@@ -472,10 +518,22 @@ def test_curl_keep_alive_and_upload(server: Preforkd, tmp_path: Path) -> None:
     upload.write_bytes(b"z" * 100_000)
     url = f"http://127.0.0.1:{server.port}"
     out = subprocess.run(
-        ["curl", "-sS", "-v", f"{url}/hello", f"{url}/hello", "--next", "-sS",
-         "--data-binary", f"@{upload}", f"{url}/count"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        [
+            "curl",
+            "-sS",
+            "-v",
+            f"{url}/hello",
+            f"{url}/hello",
+            "--next",
+            "-sS",
+            "--data-binary",
+            f"@{upload}",
+            f"{url}/count",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout == "hellohello100000"
     assert "Re-using existing connection" in out.stderr or "Reusing" in out.stderr

@@ -61,7 +61,7 @@ def test_reading_more_than_high_water_does_not_stall() -> None:
             sent += 10
             continue
         before = len(consumed)
-        loop.run_until(lambda: len(consumed) > before or bool(result))
+        loop.run_until(lambda before=before: len(consumed) > before or bool(result))  # type: ignore[misc]
         paused = stream.buffered > 16
     thread.join(5)
     assert result == [b"y" * total]
