@@ -51,6 +51,8 @@ TIMEOUTS = "Timeouts"
 LOGGING = "Logging"
 PROCESS = "Process"
 APPLICATION = "Application"
+TLS = "TLS"
+HTTP2 = "HTTP/2"
 
 # Apache's "combined" log format; %(t)s includes its brackets, as in gunicorn.
 COMBINED_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
@@ -209,6 +211,90 @@ class Config:
         0o22, "-m", "--umask", group=PROCESS, parse=p.octal, metavar="MODE",
         validate=p.in_range(0, 0o777),
         help="File mode creation mask of the server processes (octal, e.g. 022).",
+    )
+
+    # --- TLS ---------------------------------------------------------------------------
+    certfile: str | None = setting(
+        None, "--certfile", group=TLS, metavar="FILE", example="/etc/preforkd/cert.pem",
+        help="Serve TLS with this certificate chain (PEM). Every TCP and UNIX listener "
+        "then speaks TLS; ALPN offers h2 and http/1.1.",
+    )
+    keyfile: str | None = setting(
+        None, "--keyfile", group=TLS, metavar="FILE", example="/etc/preforkd/key.pem",
+        help="The private key of --certfile (PEM), if not in the certificate file.",
+    )
+    keyfile_password: str | None = setting(
+        None, "--keyfile-password", group=TLS, metavar="PASSWORD", example="secret",
+        help="Password of an encrypted --keyfile (prefer the environment variable).",
+    )
+    ca_certs: str | None = setting(
+        None, "--ca-certs", group=TLS, metavar="FILE", example="/etc/preforkd/clients-ca.pem",
+        help="CA certificates (PEM) to verify client certificates against.",
+    )
+    cert_reqs: str = setting(
+        "none", "--cert-reqs", group=TLS, choices=("none", "optional", "required"),
+        help="Client certificates: not asked for, verified if given, or required. The "
+        "verified certificate is in the environ as SSL_CLIENT_CERT (PEM) and "
+        "SSL_CLIENT_S_DN.",
+    )
+    ciphers: str | None = setting(
+        None, "--ciphers", group=TLS, metavar="LIST", example="ECDHE+AESGCM:ECDHE+CHACHA20",
+        help="OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults).",
+    )
+    tls_min_version: str = setting(
+        "1.2", "--tls-min-version", group=TLS, choices=("1.2", "1.3"),
+        help="Oldest TLS version accepted.",
+    )
+    handshake_timeout: float = setting(
+        10.0, "--handshake-timeout", group=TLS, parse=p.duration, metavar="SECONDS",
+        validate=p.in_range(0.1, 600),
+        help="Close a connection whose TLS handshake has not finished after this long.",
+    )
+
+    # --- HTTP/2 ------------------------------------------------------------------------
+    http2: bool = setting(
+        True, "--http2", group=HTTP2, boolean=True,
+        help="Serve HTTP/2: ALPN h2 on TLS listeners, and h2c (prior knowledge and "
+        "Upgrade: h2c) on plain ones where --http-protocols allows.",
+    )
+    http_protocols: tuple[str, ...] = setting(
+        ("h1", "h2"), "--http-protocols", group=HTTP2, multiple=True,
+        parse=p.http_protocol, metavar="PROTOCOLS",
+        help="Protocols every listener serves: h1, h2 or both (comma-separated).",
+    )
+    bind_protocols: tuple[str, ...] = setting(
+        (), "--bind-protocols", group=HTTP2, multiple=True, parse=p.bind_protocols,
+        metavar="ADDRESS=PROTOCOLS", example=("127.0.0.1:8001=h2",),
+        help="Per-listener override of --http-protocols, e.g. 127.0.0.1:8443=h2 or "
+        "unix:/run/a.sock=h1 (repeatable; ADDRESS as given to --bind).",
+    )
+    http2_max_concurrent_streams: int = setting(
+        100, "--http2-max-concurrent-streams", group=HTTP2, parse=p.integer,
+        validate=p.in_range(1, 10000),
+        help="Streams a client may have open at once on one connection.",
+    )
+    http2_initial_window_size: int = setting(
+        262144, "--http2-initial-window-size", group=HTTP2, parse=p.integer,
+        validate=p.in_range(1024, 2**31 - 1),
+        help="Receive window of each stream, in bytes: how much of a request body may be "
+        "in flight before the application reads it.",
+    )
+    http2_max_frame_size: int = setting(
+        16384, "--http2-max-frame-size", group=HTTP2, parse=p.integer,
+        validate=p.in_range(16384, 16777215),
+        help="Largest frame payload we accept (RFC 9113 §6.5.2).",
+    )
+    http2_max_header_list_size: int = setting(
+        65536, "--http2-max-header-list-size", group=HTTP2, parse=p.integer,
+        validate=p.in_range(1024, 16777216),
+        help="Largest decoded request header list, in bytes (defends against HPACK bombs).",
+    )
+    http2_ping_interval: float = setting(
+        60.0, "--http2-ping-interval", group=HTTP2, parse=p.duration, metavar="SECONDS",
+        validate=p.in_range(0, 86400),
+        help="Probe a connection with no open streams by PING after this long idle; it is "
+        "closed if the PING is not answered within --keep-alive (0: never probe, close "
+        "after --keep-alive).",
     )
 
 # fmt: on

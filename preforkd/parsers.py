@@ -177,3 +177,24 @@ def access_log_format(fmt: str) -> None:
     """Validator: 'json' or a format of known %(atom)s atoms."""
     if fmt != ACCESS_LOG_JSON:
         split_access_log_format(fmt)
+
+
+HTTP_PROTOCOLS = ("h1", "h2")
+
+
+def http_protocol(text: str) -> str:
+    value = text.strip().lower()
+    if value not in HTTP_PROTOCOLS:
+        raise ValueError(f"{text!r} is not a protocol (h1 or h2)")
+    return value
+
+
+def bind_protocols(text: str) -> str:
+    """'ADDRESS=h1', 'ADDRESS=h2' or 'ADDRESS=h1+h2' (the address as given to --bind)."""
+    address, sep, protocols = text.strip().rpartition("=")
+    if not sep or not address:
+        raise ValueError(f"{text!r} is not ADDRESS=PROTOCOLS (e.g. 127.0.0.1:8001=h2)")
+    bind_address(address)
+    for name in protocols.split("+"):
+        http_protocol(name)
+    return f"{address}={protocols.strip().lower()}"

@@ -397,7 +397,7 @@ def test_example_toml_uncommented_gives_defaults_or_examples(tmp_path: Path) -> 
     lines = [
         re.sub(r"^# ", "", line)
         for line in example_toml().splitlines()
-        if re.match(r"^# [a-z_]+ = ", line)
+        if re.match(r"^# [a-z0-9_]+ = ", line)
     ]
     conf = write(tmp_path, "\n".join(lines) + "\n")
     cfg = load_config(["-c", conf], {})
