@@ -1,0 +1,267 @@
+"""HTTP/2 field sections: received requests checked and turned into events; responses built.
+
+The connection decodes every field block with its own HPACK decoder and hands h2 only a
+stand-in block (see h2.py), so the rules of RFC 9113 §8.2 and §8.3 are all judged here and
+a malformed request becomes a stream error (§8.1.1), never a lost connection.
+
+Names and values become ``str`` by latin-1, as PEP 3333 and the HTTP/1.1 core do.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from preforkd.errors import LocalProtocolError
+from preforkd.proto.events import Headers, Request
+
+__all__ = [
+    "Malformed",
+    "ResponseHead",
+    "Unsupported",
+    "check_trailers",
+    "parse_request",
+    "response_head",
+    "server_response",
+]
+
+Fields = list[tuple[bytes, bytes]]
+
+
+class Malformed(Exception):
+    """A malformed request (RFC 9113 §8.1.1): stream error PROTOCOL_ERROR."""
+
+
+class Unsupported(Exception):
+    """A well-formed request the server answers itself with ``status``, without the app."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# RFC 9113 §8.2.1: field names are lower-case; RFC 9110 §5.1: a name is a token. Upper case,
+# controls, SP, ":" and non-ASCII are all outside this set.
+_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
+# RFC 9110 §9.1: method = token (case-sensitive).
+_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9113 §8.2.1 forbids NUL, CR and LF in values and whitespace at either end; RFC 9110
+# §5.5 makes the other controls (except HTAB) invalid too. obs-text (0x80-0xFF) is allowed.
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]|[ \t]$")
+# RFC 3986 §3.1.
+_SCHEME = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*")
+# RFC 9113 §8.3.1: :path is absolute-path [ "?" query ] (or "*" for OPTIONS): visible ASCII
+# without "#" (no fragment, RFC 3986 §3.5). Like the HTTP/1.1 core, no raw SP or non-ASCII.
+_PATH = re.compile(rb"/[\x21\x22\x24-\x7e]*")
+# RFC 3986 §3.2.2-3.2.3: host [ ":" port ]; :authority MUST NOT contain userinfo ("@") for
+# http(s) (RFC 9113 §8.3.1) and the host MUST NOT be empty (RFC 9110 §4.2.1).
+_AUTHORITY = re.compile(
+    rb"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=]+\]|[0-9A-Za-z\-._~%!$&'()*+,;=]+)(?::[0-9]*)?"
+)
+# RFC 9113 §8.2.2: connection-specific fields make a message malformed.
+CONNECTION_FIELDS = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+_PSEUDO = (b":method", b":scheme", b":path", b":authority")
+
+_CACHE_MAX = 1024
+_valid_names: set[bytes] = set()  # bounded; set operations are atomic
+
+
+def _check_field(name: bytes, value: bytes) -> None:
+    if name not in _valid_names:
+        if _NAME.fullmatch(name) is None:
+            raise Malformed(f"invalid field name {name!r}")
+        if len(_valid_names) < _CACHE_MAX:
+            _valid_names.add(name)
+    if value and _BAD_VALUE.search(value) is not None:
+        raise Malformed(f"invalid value for field {name!r}")
+    if name in CONNECTION_FIELDS:
+        raise Malformed(f"connection-specific field {name!r}")
+    # §8.2.2: TE may only carry "trailers".
+    if name == b"te" and value.lower() != b"trailers":
+        raise Malformed("TE other than 'trailers'")
+
+
+def parse_request(fields: Fields, stream_id: int, end_stream: bool) -> Request:
+    """The Request for a decoded request field block, or ``Malformed`` / ``Unsupported``."""
+    pseudo: dict[bytes, bytes] = {}
+    headers: Headers = []
+    regular = False
+    hosts: list[bytes] = []
+    content_length: bytes | None = None
+    expect = False
+    for name, value in fields:
+        if name[:1] == b":":
+            # §8.3: only the defined pseudo-headers, each once, all before regular fields
+            # (:status is a response field; :protocol needs RFC 8441, which we do not offer).
+            if regular or name not in _PSEUDO or name in pseudo:
+                raise Malformed(f"misplaced, unknown or repeated pseudo-header {name!r}")
+            pseudo[name] = value
+            continue
+        regular = True
+        _check_field(name, value)
+        if name == b"content-length":
+            if content_length is not None:
+                # RFC 9110 §8.6: reject, or merge identical values; we reject, like the
+                # HTTP/1.1 core, so CONTENT_LENGTH is never a list.
+                raise Malformed("more than one content-length")
+            content_length = value
+        elif name == b"host":
+            hosts.append(value)
+        elif name == b"expect":
+            expect = value.lower() == b"100-continue"
+        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    method = pseudo.get(b":method")
+    if method is None or _METHOD.fullmatch(method) is None:
+        raise Malformed("missing or invalid :method")
+    authority = pseudo.get(b":authority")
+    _check_authority(authority, hosts)
+    if method == b"CONNECT":
+        # §8.5: CONNECT carries :authority only. A WSGI application cannot run a tunnel,
+        # so a well-formed CONNECT is answered 501 by the server itself.
+        if b":scheme" in pseudo or b":path" in pseudo or authority is None:
+            raise Malformed("CONNECT with :scheme or :path, or without :authority")
+        raise Unsupported("CONNECT is not supported", 501)
+    scheme, path = pseudo.get(b":scheme"), pseudo.get(b":path")
+    if scheme is None or _SCHEME.fullmatch(scheme) is None:
+        raise Malformed("missing or invalid :scheme")
+    if path is None or (_PATH.fullmatch(path) is None and (path != b"*" or method != b"OPTIONS")):
+        raise Malformed("missing or invalid :path")  # §8.3.1 ("*" only for OPTIONS)
+    length = _content_length(content_length, end_stream)
+    if authority is not None and not hosts:
+        # §8.3.1: :authority replaces Host; the WSGI environ wants HTTP_HOST.
+        headers.insert(0, ("host", authority.decode("latin-1")))
+    return Request(
+        method.decode("ascii"),
+        path.decode("ascii"),
+        "2",
+        headers,
+        expect_continue=expect and not end_stream,
+        has_body=not end_stream,
+        content_length=length,
+        stream_id=stream_id,
+    )
+
+
+def _check_authority(authority: bytes | None, hosts: list[bytes]) -> None:
+    if authority is not None and _AUTHORITY.fullmatch(authority) is None:
+        raise Malformed("invalid :authority")
+    if not hosts:
+        if authority is None:
+            # h2 and the HTTP/1.1 core alike insist on knowing the target host.
+            raise Malformed("neither :authority nor host")
+        return
+    if len(hosts) > 1 or _AUTHORITY.fullmatch(hosts[0]) is None:
+        raise Malformed("repeated or invalid host")  # RFC 9112 §3.2 applies to the field
+    if authority is not None and hosts[0].lower() != authority.lower():
+        # §8.3.1: a Host that identifies another entity than :authority SHOULD be malformed.
+        raise Malformed("host differs from :authority")
+
+
+def _content_length(value: bytes | None, end_stream: bool) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit():  # bytes.isdigit is ASCII-only: RFC 9110 §8.6, 1*DIGIT
+        raise Malformed("invalid content-length")
+    length = int(value)
+    if end_stream and length:
+        # §8.1.1: content-length must equal the DATA payload, and there is none.
+        raise Malformed("content-length without a body")
+    return length
+
+
+def check_trailers(fields: Fields) -> None:
+    """Request trailers (RFC 9113 §8.1): checked like any field section, then dropped."""
+    for name, value in fields:
+        if name[:1] == b":":
+            raise Malformed("pseudo-header in trailers")
+        _check_field(name, value)
+
+
+# -- responses ----------------------------------------------------------------------------
+
+# RFC 9110 §15: a three-digit code; the reason phrase is not sent in HTTP/2 (RFC 9113 §8.3.2).
+_STATUS = re.compile(r"([1-5][0-9][0-9])(?: .*)?", re.DOTALL)
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Fields the response builder owns or drops: RFC 9113 §8.2.2 forbids connection-specific
+# fields (PEP 3333 forbids hop-by-hop fields from the app anyway).
+_DROPPED = frozenset(
+    ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade")
+)
+_WATCHED = _DROPPED | {"content-length", "te", "date", "server"}
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    code: int
+    fields: Fields  # ready for h2: b":status" first, names lower-case, latin-1 bytes
+    content_length: int | None  # the body length to enforce, when the response has a body
+    no_body: bool  # HEAD, 1xx, 204 and 304 (RFC 9110 §6.4.1): no DATA may follow
+
+
+def response_head(
+    status: str, headers: Headers, head_request: bool, date: bytes, server: bytes
+) -> ResponseHead:
+    """Check an application's status and headers; raise ``LocalProtocolError`` (500)."""
+    match = _STATUS.fullmatch(status) if type(status) is str else None
+    if match is None:
+        raise LocalProtocolError(f"invalid status {status!r}", 500)
+    code = int(match.group(1))
+    if code == 101:
+        raise LocalProtocolError("101 is not used in HTTP/2 (RFC 9113 §8.6)", 500)
+    fields: Fields = [(b":status", match.group(1).encode("ascii"))]
+    length: int | None = None
+    has_date = has_server = False
+    try:
+        for name, value in headers:
+            if type(name) is not str or _TOKEN.fullmatch(name) is None:
+                raise LocalProtocolError(f"invalid header name {name!r}", 500)
+            if type(value) is not str or _BAD_TEXT.search(value) is not None:
+                raise LocalProtocolError(f"invalid value for header {name!r}: {value!r}", 500)
+            key = name.lower()
+            value = value.strip(" \t")  # RFC 9113 §8.2.1: no whitespace at either end
+            if key in _WATCHED:
+                if key == "content-length":
+                    length = _response_length(value, length)
+                    continue  # added back below when the status allows it
+                if key in _DROPPED or (key == "te" and value.lower() != "trailers"):
+                    continue
+                has_date = has_date or key == "date"
+                has_server = has_server or key == "server"
+            fields.append((key.encode("latin-1"), value.encode("latin-1")))
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError("response header is not latin-1", 500) from exc
+    if code < 200:
+        return ResponseHead(code, fields, None, True)
+    if not has_date and date:
+        fields.append((b"date", date))
+    if not has_server and server:
+        fields.append((b"server", server))
+    if length is not None and code != 204:
+        # RFC 9110 §8.6: never in 204; kept for HEAD and 304, where it describes the
+        # representation a GET would have sent.
+        fields.append((b"content-length", str(length).encode("ascii")))
+    no_body = head_request or code == 204 or code == 304
+    return ResponseHead(code, fields, None if no_body else length, no_body)
+
+
+def server_response(status: int, date: bytes, server: bytes) -> Fields:
+    """The head of an empty response the server gives itself (431, 501)."""
+    fields: Fields = [(b":status", str(status).encode("ascii"))]
+    if date:
+        fields.append((b"date", date))
+    if server:
+        fields.append((b"server", server))
+    fields.append((b"content-length", b"0"))
+    return fields
+
+
+def _response_length(value: str, previous: int | None) -> int:
+    if not (value.isascii() and value.isdigit()):
+        raise LocalProtocolError(f"invalid Content-Length {value!r}", 500)
+    length = int(value)
+    if previous is not None and previous != length:
+        raise LocalProtocolError("conflicting Content-Length values", 500)
+    return length
