@@ -1,7 +1,7 @@
 """A Flask application (needs `pip install flask`).
 
-    preforkd --workers 2 examples.flask_app:app
-    preforkd 'examples.flask_app:create_app()'
+preforkd --workers 2 examples.flask_app:app
+preforkd 'examples.flask_app:create_app()'
 """
 
 from __future__ import annotations

@@ -149,8 +149,11 @@ def _resolve(obj: Any, spec: AppSpec, text: str) -> Any:
 
 
 def _takes_environ_and_start_response(app: Any) -> bool:
+    # The callable's own signature, not that of what it wraps: a decorator such as
+    # werkzeug's Request.application turns f(request) into a WSGI app(*args) and sets
+    # __wrapped__ to f, which inspect would otherwise follow.
     try:
-        signature = inspect.signature(app)
+        signature = inspect.signature(app, follow_wrapped=False)
     except (TypeError, ValueError):  # builtins, C extensions: give them the benefit
         return True
     try:
