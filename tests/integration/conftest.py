@@ -15,8 +15,13 @@ def start_server(tmp_path: Path) -> Iterator[Start]:
     """Start preforkd on a free 127.0.0.1 port; it is stopped after the test."""
     started: list[Preforkd] = []
 
-    def start(app: str = "examples.hello:app", *args: str, wait: bool = True,
-              bind: bool = True, **kw: object) -> Preforkd:  # fmt: skip
+    def start(
+        app: str = "examples.hello:app",
+        *args: str,
+        wait: bool = True,
+        bind: bool = True,
+        **kw: object,
+    ) -> Preforkd:
         port = free_port()
         argv = [app, *args]
         if bind:

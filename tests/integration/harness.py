@@ -47,8 +47,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Preforkd:
     """A preforkd master started as a subprocess, with its error log in a file."""
 
-    def __init__(self, args: list[str], tmp_path: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None, pass_fds: tuple[int, ...] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        args: list[str],
+        tmp_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         self.args = args
         self.pass_fds = pass_fds  # descriptors the master inherits (fd://N binds)
         self.log_path = tmp_path / f"preforkd-{len(list(tmp_path.glob('preforkd-*.log')))}.log"
@@ -96,8 +102,9 @@ class Preforkd:
         wait_for(lambda: len(self.workers()) == n, timeout, f"{n} workers")
         return self.workers()
 
-    def wait_serving(self, host: str = "127.0.0.1", port: int | None = None,
-                     timeout: float = DEFAULT_DEADLINE) -> None:  # fmt: skip
+    def wait_serving(
+        self, host: str = "127.0.0.1", port: int | None = None, timeout: float = DEFAULT_DEADLINE
+    ) -> None:
         """Until a worker answers an HTTP request (not just until the port accepts)."""
         port = port or self.port
         assert port is not None

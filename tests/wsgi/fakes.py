@@ -67,8 +67,9 @@ class FakeChannel:
             else:
                 done()
 
-    def send_file(self, head: Head | None, fd: int, offset: int, count: int | None,
-                  done: Callable[[], None]) -> None:  # fmt: skip
+    def send_file(
+        self, head: Head | None, fd: int, offset: int, count: int | None, done: Callable[[], None]
+    ) -> None:
         raise AssertionError("not used")
 
     def fail(self, head_sent: bool) -> None:
