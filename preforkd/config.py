@@ -86,8 +86,37 @@ class Config:
     )
     preload: bool = setting(
         False, "--preload", group=APPLICATION, boolean=True,
-        help="Load the application in the master before forking workers "
-        "(faster start, shared memory; code changes need a restart).",
+        help="Load the application in the master before forking workers (faster start, "
+        "shared memory). A reload (HUP) still loads new code: see docs/supervision.md.",
+    )
+    reload: bool = setting(
+        False, "--reload", group=APPLICATION, boolean=True,
+        help="Development: watch the source files and reload (as on HUP) when they change; "
+        "an application that fails to load is answered with a 500 showing the error.",
+    )
+    reload_dirs: tuple[str, ...] = setting(
+        (), "--reload-dir", group=APPLICATION, multiple=True, metavar="DIR",
+        toml_aliases=("reload_dir",), example=("src",),
+        help="Directories --reload watches (repeatable). Default: the current directory "
+        "(or --chdir) and the application's package.",
+    )
+    reload_include: tuple[str, ...] = setting(
+        ("*.py",), "--reload-include", group=APPLICATION, multiple=True, metavar="GLOB",
+        help="File names --reload reacts to (glob patterns, repeatable). The config file "
+        "is always watched.",
+    )
+    reload_exclude: tuple[str, ...] = setting(
+        (".git", "__pycache__", ".venv", "venv", ".tox", ".nox", "node_modules",
+         ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis", "*.pyc", "*.pyo",
+         ".*.sw?", "*~", ".#*", "#*#"),
+        "--reload-exclude", group=APPLICATION, multiple=True, metavar="GLOB",
+        help="Paths --reload ignores: glob patterns matched against every part of the path "
+        "below a watched directory (repeatable; replaces the default list).",
+    )
+    dev: bool = setting(
+        False, "--dev", group=APPLICATION, boolean=True,
+        help="Development mode: --reload, and unless set otherwise one worker, "
+        "--log-level debug and the access log on standard output.",
     )
 
     # --- Server ------------------------------------------------------------------------
@@ -132,12 +161,20 @@ class Config:
         help="Add a random 0..N to --max-requests per worker, so workers do not all "
         "restart at once.",
     )
+    max_boot_failures: int = setting(
+        10, "--max-boot-failures", group=WORKERS, parse=p.integer,
+        validate=p.in_range(1, 10000),
+        help="Stop the master (exit code 6) after this many workers in a row died before "
+        "they were ready; each retry waits twice as long (0.1s, 0.2s, ... up to 10s).",
+    )
 
     # --- Timeouts ----------------------------------------------------------------------
     timeout: float = setting(
         30.0, "-t", "--timeout", group=TIMEOUTS, parse=p.duration, metavar="SECONDS",
         validate=p.in_range(0, 86400),
-        help="A worker whose event loop is silent this long is killed and replaced.",
+        help="A worker whose event loop is silent this long (or not ready this long after "
+        "it was started) gets SIGABRT: it logs every thread's stack and dies (SIGKILL a "
+        "second later if it lingers); a new worker replaces it (0: never).",
     )
     graceful_timeout: float = setting(
         30.0, "--graceful-timeout", group=TIMEOUTS, parse=p.duration, metavar="SECONDS",
@@ -154,6 +191,19 @@ class Config:
         validate=p.in_range(0.1, 3600),
         help="Close a connection whose request head has not fully arrived after this long "
         "(defends against slowloris).",
+    )
+    request_timeout: float = setting(
+        0.0, "--request-timeout", group=TIMEOUTS, parse=p.duration, metavar="SECONDS",
+        validate=p.in_range(0, 86400),
+        help="A request running longer than this has its thread's stack logged, and its "
+        "worker is replaced gracefully (0: no limit).",
+    )
+
+    send_timeout: float = setting(
+        60.0, "--send-timeout", group=TIMEOUTS, parse=p.duration, metavar="SECONDS",
+        validate=p.in_range(0.1, 86400),
+        help="Give up on a client that accepts no response data for this long (a full "
+        "socket buffer, or an HTTP/2 window never reopened); the app's write fails.",
     )
 
     # --- Request limits ----------------------------------------------------------------
@@ -275,7 +325,7 @@ class Config:
     )
     http2_initial_window_size: int = setting(
         262144, "--http2-initial-window-size", group=HTTP2, parse=p.integer,
-        validate=p.in_range(1024, 2**31 - 1),
+        validate=p.in_range(65535, 2**31 - 1),
         help="Receive window of each stream, in bytes: how much of a request body may be "
         "in flight before the application reads it.",
     )
@@ -292,9 +342,9 @@ class Config:
     http2_ping_interval: float = setting(
         60.0, "--http2-ping-interval", group=HTTP2, parse=p.duration, metavar="SECONDS",
         validate=p.in_range(0, 86400),
-        help="Probe a connection with no open streams by PING after this long idle; it is "
-        "closed if the PING is not answered within --keep-alive (0: never probe, close "
-        "after --keep-alive).",
+        help="PING a connection whose client has sent nothing for this long while it has "
+        "streams open; close it if the PING is not answered within as long again (0: "
+        "never). A connection with no streams closes after --keep-alive.",
     )
 
 # fmt: on

@@ -13,6 +13,7 @@ EXIT_CONFIG_ERROR = 2  # bad flag, setting, value or config file (argparse uses 
 EXIT_BIND_ERROR = 3  # a listener could not be bound or inherited
 EXIT_APP_LOAD_ERROR = 4  # the WSGI application could not be imported or found
 EXIT_WORKER_BOOT_ERROR = 5  # a worker failed to start for a reason other than the app
+EXIT_CRASH_LOOP = 6  # --max-boot-failures workers in a row died before they were ready
 
 # Exit codes of worker processes, read by the master when it reaps them.
 WORKER_EXIT_OK = 0

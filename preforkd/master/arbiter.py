@@ -1,30 +1,33 @@
 """The master process: bind, fork, supervise. Synchronous and single-threaded.
 
 Theory of operation. Everything that happens to the master becomes a
-:class:`~preforkd.master.signals.Command` on one queue (signals, and the workers'
-"ready" lines on the status pipe). Each turn of the loop (:meth:`Arbiter.run_once`):
+:class:`~preforkd.master.signals.Command` on one queue (signals; the workers' lines on
+the status pipe; the file watcher's and a new master's lines on their pipes). Each turn
+of the loop (:meth:`Arbiter.run_once`):
 
-1. waits on the signal wake-up fd and the status pipe, with a timeout that ends at the
-   next deadline (a stop deadline or a delayed respawn); with no deadline it blocks;
-2. handles the queued commands (``handle_<name>``);
+1. waits on those pipes, with a timeout that ends at the next deadline (a stop
+   deadline, a delayed respawn, a heartbeat due, a watcher restart); with none it blocks;
+2. handles the queued commands (``handle_<name>``), then a reload if one was asked for;
 3. reaps exited children and logs why each one exited;
-4. sends SIGKILL to workers that did not stop by their deadline;
-5. reconciles the number of workers: forks the missing ones, retires the excess.
+4. sends SIGABRT to workers whose event loop went silent (``--timeout``), SIGKILL to
+   workers that did not stop by their deadline;
+5. reconciles: forks the missing workers of the current generation, retires the
+   excess, and lets a fully ready new generation take over from the old one.
 
-Phases: BOOTING (worker 1 runs alone until it reports ready, so a broken application
-is reported once, not by N workers) → RUNNING → STOPPING (no more forks; the loop ends
-when the last worker is reaped). A worker exiting with WORKER_EXIT_APP_LOAD_ERROR or
-WORKER_EXIT_BOOT_ERROR, or worker 1 dying before it is ready, stops the master with a
-distinct exit code instead of being forked again and again.
+A reload (HUP, --reload) starts generation N+1 next to N (worker 1 first), retires N
+once N+1 is all ready, and abandons N+1 if one of its workers dies before it is ready.
+At start, such a death stops the master (exit code: app load error, boot error); later,
+a replacement is retried with back-off, up to --max-boot-failures (EXIT_CRASH_LOOP).
+The sequences are in docs/supervision.md.
 
-Signals: TERM graceful stop (a second TERM: quick stop); INT, QUIT quick stop; TTIN
-one worker more; TTOU one fewer (never below one); USR1 reopen log files, forwarded to
-workers; HUP, USR2 not implemented yet (logged); CHLD only wakes the loop.
+Signals: TERM graceful stop (again: quick stop); INT, QUIT quick stop; HUP reload; TTIN,
+TTOU one worker more, fewer (never below one); USR1 reopen the log files, forwarded to
+workers (to a booting worker once it is ready: USR1 would kill it before); USR2 a new
+master on the same sockets (preforkd.master.upgrade); CHLD wakes.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import queue
@@ -35,20 +38,26 @@ from queue import SimpleQueue
 
 from preforkd import errors
 from preforkd.config import Config
-from preforkd.master.process import OSProcesses, Processes
-from preforkd.master.signals import Command, MasterPipes, SignalHandlers
-from preforkd.master.sockets import Listener, close_listeners, listener_names, open_listeners
-from preforkd.master.startup import (
-    Credentials,
-    PidFile,
-    log_reopener,
-    other_threads,
-    preload_app,
-    resolve_credentials,
-    set_title,
+from preforkd.master.process import Processes
+from preforkd.master.reload import apply_logging, reread_config
+from preforkd.master.signals import Command, MasterPipes
+from preforkd.master.sockets import Listener
+from preforkd.master.startup import Context, reopen_master_logs, set_title
+from preforkd.master.stats import ABORT_GRACE, HeartbeatMonitor
+from preforkd.master.upgrade import Successor
+from preforkd.master.watcher import WatcherHandle
+from preforkd.master.workers import (
+    Fallback,
+    Phase,
+    Worker,
+    WorkerTable,
+    boot_failure,
+    describe_exit,
+    log_exit,
 )
-from preforkd.master.workers import Worker, WorkerTable
-from preforkd.worker.main import WorkerSpec, WSGIApp
+from preforkd.worker.main import WorkerSpec
+
+__all__ = ["Arbiter", "Context", "Phase", "describe_exit", "run"]
 
 log = logging.getLogger("preforkd.master")
 
@@ -58,12 +67,6 @@ FORK_RETRY_DELAY = 1.0  # after fork() itself failed (EAGAIN, ENOMEM)
 # that doubles with each such death in a row, so a crash at start-up is no fork loop.
 FIRST_RESPAWN_DELAY = 0.1
 MAX_RESPAWN_DELAY = 10.0
-
-
-class Phase(enum.Enum):
-    BOOTING = "booting"  # worker 1 alone, until it reports ready
-    RUNNING = "running"
-    STOPPING = "stopping"  # no more forks; done when no worker is left
 
 
 class Arbiter:
@@ -76,34 +79,42 @@ class Arbiter:
         listeners: Sequence[Listener],
         processes: Processes,
         pipes: MasterPipes,
-        *,
-        app: WSGIApp | None = None,
-        credentials: Credentials | None = None,
+        context: Context | None = None,
     ) -> None:
         self.cfg = cfg
         self.processes = processes
         self.pipes = pipes
+        self.context = context or Context()
         self.commands: SimpleQueue[Command] = SimpleQueue()
         self.workers = WorkerTable()
         self.phase = Phase.BOOTING
         self.quick = False  # a quick stop was asked for
         self.exit_code = errors.EXIT_OK
         self.target = cfg.workers  # wanted number of workers (TTIN/TTOU change it)
-        self.generation = 1
+        self.generation = 1  # the generation being kept at self.target workers
+        self.proven = False  # a worker of self.generation has been ready
+        self.fallback: Fallback | None = None  # serving while self.generation boots
         self.crash_streak = 0  # workers in a row that died before becoming ready
         self.spawn_after = 0.0  # no fork before this monotonic time
-        self._listeners = tuple(listener.sock for listener in listeners)
-        self._app = app
-        self._credentials = credentials or Credentials()
+        self.handed_over = False  # USR2: a new master serves; we stop for it
+        self._last_generation = 1
+        self._reload_reason: str | None = None
+        self._listeners = tuple(listeners)
+        self._socks = tuple(listener.sock for listener in listeners)
         self._master_pid = os.getpid()
         self._selector = selectors.DefaultSelector()
         self._selector.register(pipes.wakeup_r, selectors.EVENT_READ, pipes.drain_wakeup)
         self._selector.register(pipes.status_r, selectors.EVENT_READ, pipes.read_status)
+        self.successor: Successor | None = None
+        self.watcher = WatcherHandle(processes, self._selector, self._master_pid)
+        self.monitor = HeartbeatMonitor(self.context.heartbeats)
 
     # --- the loop ------------------------------------------------------------------------
 
     def start(self) -> None:
         log.info("starting %d worker(s), worker 1 first", self.target)
+        if self.cfg.reload and self.context.origin is not None:
+            self.watcher.start(self.cfg, self.context.origin)
         self._reconcile()
 
     def run_forever(self) -> int:
@@ -116,7 +127,11 @@ class Arbiter:
         """One turn of the loop; returns the exit code once the master is done."""
         self._wait()
         self._handle_commands()
+        if self._reload_reason is not None and self.phase is not Phase.STOPPING:
+            self._reload(self._reload_reason)
+        self._reload_reason = None
         self._reap()
+        self._check_heartbeats()
         self._kill_overdue()
         self._reconcile()
         if self.phase is Phase.STOPPING and not self.workers:
@@ -125,12 +140,16 @@ class Arbiter:
         return None
 
     def close(self) -> None:
+        self.watcher.stop()
+        if self.successor is not None:
+            self.successor.close()
         self._selector.close()
 
     def abandon(self) -> None:
         """The master is failing: ask every worker to stop (they also notice our death)."""
         for worker in self.workers:
             self.processes.kill(worker.pid, signal.SIGTERM)
+        self.watcher.stop()
 
     def _wait(self) -> None:
         for key, _ in self.processes.wait(self._selector, self._next_timeout()):
@@ -142,8 +161,11 @@ class Arbiter:
         if not self.commands.empty():
             return 0.0
         deadlines = self.workers.kill_deadlines()
+        deadlines += self.monitor.deadlines(self.workers, self.cfg.timeout)
         if self._missing() > 0:
             deadlines.append(self.spawn_after)
+        if (restart := self.watcher.restart_at) is not None:
+            deadlines.append(restart)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - self.processes.monotonic())
@@ -169,12 +191,27 @@ class Arbiter:
             log.debug("ready message from unknown pid %d", command.pid)
             return
         worker.ready = True
-        self.crash_streak = 0
         log.info("%s is ready", worker.label)
-        if self.phase is Phase.BOOTING:
-            self.phase = Phase.RUNNING
+        if worker.reopen_pending:  # a USR1 came while it was booting
+            worker.reopen_pending = False
+            self.processes.kill(worker.pid, signal.SIGUSR1)
+        if worker.generation != self.generation or worker.stopping:
+            return
+        self.crash_streak = 0
+        if not self.proven:
+            self.proven = True
+            if self.phase is Phase.BOOTING:
+                self.phase = Phase.RUNNING
             if self.target > 1:
                 log.info("application loaded; starting %d more worker(s)", self.target - 1)
+
+    def handle_draining(self, command: Command) -> None:
+        """A worker stops of its own accord (--max-requests, --request-timeout)."""
+        worker = self.workers.get(command.pid)
+        if worker is None or worker.stopping:
+            return
+        log.info("%s is draining; starting its replacement", worker.label)
+        self._retire(worker, signal.SIGTERM, self.cfg.graceful_timeout)
 
     def handle_term(self, command: Command) -> None:
         if self.phase is not Phase.STOPPING:
@@ -207,31 +244,119 @@ class Arbiter:
         log.info("TTOU: now %d worker(s)", self.target)
 
     def handle_usr1(self, command: Command) -> None:
-        reopen = log_reopener()
-        if reopen is None:
-            log.warning("USR1: cannot reopen log files (preforkd.logs is missing)")
-        else:
-            try:
-                reopen()
-            except Exception:
-                log.exception("USR1: could not reopen the log files")
-            else:
-                log.info("USR1: log files reopened")
+        reopen_master_logs()
         for worker in self.workers:
-            self.processes.kill(worker.pid, signal.SIGUSR1)
+            if worker.ready:
+                self.processes.kill(worker.pid, signal.SIGUSR1)
+            else:
+                # Until it serves, a worker has no USR1 handler and the default action
+                # would kill it (at start: "died before it was ready", exit 5). It gets
+                # the signal once it reports ready.
+                worker.reopen_pending = True
 
     def handle_hup(self, command: Command) -> None:
-        # Reload will: re-read the config, bump self.generation, let _reconcile start
-        # the new generation, and retire the old workers once the new ones are ready.
-        log.warning("HUP: reloading is not implemented yet; ignoring the signal")
+        self._reload_reason = "HUP"  # several in one turn: one reload
+
+    def handle_changed(self, command: Command) -> None:
+        log.info("reload: changed: %s", command.detail)
+        self._reload_reason = self._reload_reason or "reload"
 
     def handle_usr2(self, command: Command) -> None:
-        log.warning("USR2: re-executing the master is not implemented yet; ignoring it")
+        if self.phase is not Phase.RUNNING or self.fallback is not None:
+            busy = "booting" if self.phase is Phase.RUNNING else self.phase.value
+            log.warning("USR2: ignored while %s", busy)
+        elif self.successor is not None:
+            log.warning("USR2: ignored: the new master (pid %d) is starting", self.successor.pid)
+        elif self.context.origin is None:
+            log.warning("USR2: ignored: this master does not know how it was started")
+        else:
+            self.successor = Successor.start(
+                self.processes, self._selector, self.context.origin, self._listeners, self.cfg
+            )
+
+    def handle_successor_serving(self, command: Command) -> None:
+        if self.successor is None or self.phase is Phase.STOPPING:
+            return
+        pid = self.successor.pid
+        log.info("USR2: the new master (pid %d) is serving; stopping this one gracefully", pid)
+        self.handed_over = True
+        self.successor.close()
+        self.successor = None
+        set_title(f"preforkd: old master [{self.cfg.app}] (handed over)")
+        self._stop_gracefully()
+
+    # --- generations ---------------------------------------------------------------------
+
+    def _reload(self, why: str) -> None:
+        origin = self.context.origin
+        cfg = self.cfg if origin is None else reread_config(origin, self.cfg, why)
+        if cfg is None:
+            return
+        if self.proven and self.fallback is None:
+            self.fallback = Fallback(self.generation, self.cfg, self.target)
+        else:  # the generation still booting is replaced by the new one
+            self._retire_generation(self.generation, "superseded by a newer reload")
+        if cfg.workers != self.cfg.workers:
+            self.target = cfg.workers
+        apply_logging(self.cfg, cfg)
+        old, self._last_generation = self.generation, self._last_generation + 1
+        self.generation, self.cfg, self.proven = self._last_generation, cfg, False
+        self.crash_streak, self.spawn_after = 0, 0.0
+        log.info("%s: starting generation %d (replacing %d)", why, self.generation, old)
+        if origin is not None and cfg.reload:
+            self.watcher.update(cfg, origin)
+
+    def _check_takeover(self) -> None:
+        fallback = self.fallback
+        if fallback is None or not self.proven:
+            return
+        if self.workers.ready_count(self.generation) < self.target:
+            return
+        self.fallback = None
+        ready = f"generation {self.generation} is ready ({self.target} worker(s))"
+        log.info("%s; retiring the older generation", ready)
+        for worker in self.workers:
+            if worker.generation != self.generation and not worker.stopping:
+                self._retire(worker, signal.SIGTERM, self.cfg.graceful_timeout)
+
+    def _abandon_generation(self, fallback: Fallback, cause: str) -> None:
+        failed = f"generation {self.generation} failed to boot: {cause}"
+        kept = f"generation {fallback.generation} keeps serving"
+        log.error("%s; %s. Fix the error and reload again (HUP).", failed, kept)
+        self._retire_generation(self.generation, "its generation was abandoned")
+        apply_logging(self.cfg, fallback.cfg)
+        self.generation, self.cfg, self.target = fallback.generation, fallback.cfg, fallback.target
+        self.fallback, self.proven = None, True
+        self.crash_streak, self.spawn_after = 0, 0.0
+
+    def _retire_generation(self, generation: int, why: str) -> None:
+        for worker in self.workers.active(generation):
+            log.info("retiring %s: %s", worker.label, why)
+            self._retire(worker, signal.SIGTERM, self.cfg.graceful_timeout)
+
+    def _announce_serving(self) -> None:
+        on_serving = self.context.on_serving
+        if on_serving is None or self.phase is not Phase.RUNNING:
+            return
+        if self.workers.ready_count(self.generation) >= self.target:
+            self.context.on_serving = None
+            on_serving()
+
+    # --- heartbeats ---------------------------------------------------------------------
+
+    def _check_heartbeats(self) -> None:
+        now = self.processes.monotonic()
+        for worker in self.monitor.silent(self.workers, self.cfg.timeout, now):
+            self.processes.kill(worker.pid, signal.SIGABRT)
+            worker.stop_signal = signal.SIGABRT
+            worker.aborted = True
+            worker.stop_deadline = now + ABORT_GRACE
 
     # --- stopping ------------------------------------------------------------------------
 
     def _stop_gracefully(self) -> None:
         self.phase = Phase.STOPPING
+        self.watcher.stop()
         for worker in self.workers:
             if not worker.stopping:
                 self._retire(worker, signal.SIGTERM, self.cfg.graceful_timeout)
@@ -239,6 +364,7 @@ class Arbiter:
     def _stop_quickly(self) -> None:
         self.phase = Phase.STOPPING
         self.quick = True
+        self.watcher.stop()
         timeout = min(QUICK_STOP_TIMEOUT, self.cfg.graceful_timeout)
         for worker in self.workers:
             if not worker.killed:
@@ -262,7 +388,8 @@ class Arbiter:
 
     def _kill_overdue(self) -> None:
         for worker in self.workers.overdue(self.processes.monotonic()):
-            log.warning("%s did not stop in time; killing it", worker.label)
+            if not worker.aborted:
+                log.warning("%s did not stop in time; killing it", worker.label)
             self.processes.kill(worker.pid, signal.SIGKILL)
             worker.killed = True
 
@@ -271,34 +398,58 @@ class Arbiter:
     def _reap(self) -> None:
         for pid, returncode in self.processes.reap():
             worker = self.workers.pop(pid)
-            if worker is None:
+            if worker is not None:
+                log_exit(worker, returncode)
+                self._after_exit(worker, returncode)
+            elif self.watcher.exited(pid, returncode, self.processes.monotonic()):
+                pass
+            elif self.successor is not None and self.successor.pid == pid:
+                self.successor.exited(returncode)
+                self.successor = None
+            else:
                 log.debug("reaped unknown child %d (returncode %d)", pid, returncode)
-                continue
-            _log_exit(worker, returncode)
-            self._after_exit(worker, returncode)
 
     def _after_exit(self, worker: Worker, returncode: int) -> None:
-        if returncode == errors.WORKER_EXIT_APP_LOAD_ERROR:
+        if worker.ready or (worker.stopping and not worker.aborted):
+            return  # a serving worker died (replaced at once), or one we retired
+        if worker.generation != self.generation:
+            return  # an older generation: the current one replaces it
+        if not self.proven or self.fallback is not None:
+            self._boot_failed(worker, returncode)
+            return
+        self.crash_streak += 1
+        cause = boot_failure(worker, returncode)
+        if self.crash_streak >= self.cfg.max_boot_failures:
+            self._halt(
+                errors.EXIT_CRASH_LOOP,
+                f"{self.crash_streak} workers in a row died before they were ready "
+                f"(--max-boot-failures {self.cfg.max_boot_failures}); last: {cause}; stopping",
+            )
+            return
+        delay = min(FIRST_RESPAWN_DELAY * 2 ** (self.crash_streak - 1), MAX_RESPAWN_DELAY)
+        self.spawn_after = self.processes.monotonic() + delay
+        log.warning("%s died before it was ready; next fork in %gs", worker.label, delay)
+
+    def _boot_failed(self, worker: Worker, returncode: int) -> None:
+        """A worker of a generation not yet serving on its own died before it was ready."""
+        if self.fallback is not None:
+            self._abandon_generation(self.fallback, boot_failure(worker, returncode))
+        elif returncode == errors.WORKER_EXIT_APP_LOAD_ERROR:
             self._halt(errors.EXIT_APP_LOAD_ERROR, "application failed to load, stopping")
         elif returncode == errors.WORKER_EXIT_BOOT_ERROR:
             self._halt(errors.EXIT_WORKER_BOOT_ERROR, "worker failed to boot, stopping")
-        elif self.phase is Phase.BOOTING:
+        else:
             self._halt(
                 errors.EXIT_WORKER_BOOT_ERROR,
                 f"{worker.label} died before it was ready, stopping",
             )
-        elif not worker.ready and not worker.stopping:
-            self.crash_streak += 1
-            delay = min(FIRST_RESPAWN_DELAY * 2 ** (self.crash_streak - 1), MAX_RESPAWN_DELAY)
-            self.spawn_after = self.processes.monotonic() + delay
-            log.warning("%s died before it was ready; next fork in %gs", worker.label, delay)
 
     # --- reconciling ---------------------------------------------------------------------
 
     def _wanted(self) -> int:
         if self.phase is Phase.STOPPING:
             return 0
-        return 1 if self.phase is Phase.BOOTING else self.target
+        return self.target if self.proven else 1
 
     def _missing(self) -> int:
         if self.phase is Phase.STOPPING:
@@ -314,122 +465,46 @@ class Arbiter:
         while self._missing() > 0 and self.processes.monotonic() >= self.spawn_after:
             if not self._spawn():
                 break
+        self._check_takeover()
+        self._announce_serving()
+        if self.cfg.reload and self.context.origin is not None:
+            self.watcher.restart_if_due(self.cfg, self.context.origin, self.processes.monotonic())
 
     def _spawn(self) -> bool:
         slot = self.workers.free_slot(self.generation)
+        now = self.processes.monotonic()
+        beat = self.monitor.free_index(self.workers)
+        if beat is None:
+            log.error("cannot start worker %d: the heartbeat table is full", slot)
+            self.spawn_after = now + FORK_RETRY_DELAY
+            return False
         spec = WorkerSpec(
             worker_id=slot,
             cfg=self.cfg,
-            listeners=self._listeners,
+            listeners=self._socks,
             notify_fd=self.pipes.status_w,
             master_pid=self._master_pid,
-            app=self._app,
-            uid=self._credentials.uid,
-            gid=self._credentials.gid,
+            app=self.context.app if self.generation == 1 else None,  # reloads load anew
+            uid=self.context.credentials.uid,
+            gid=self.context.credentials.gid,
+            heartbeat=self.monitor.slot(beat),
         )
-        now = self.processes.monotonic()
         try:
             pid = self.processes.fork_worker(spec)
         except OSError as exc:
             log.error("cannot fork worker %d: %s; retrying in %gs", slot, exc, FORK_RETRY_DELAY)
             self.spawn_after = now + FORK_RETRY_DELAY
             return False
-        self.workers.add(Worker(slot, pid, self.generation, started=now))
+        self.workers.add(Worker(slot, pid, self.generation, started=now, beat=beat))
         log.info("booting worker %d (pid %d)", slot, pid)
         return True
 
 
-def describe_exit(label: str, returncode: int) -> str:
-    """'worker 2 (pid 123) exited with code 1', '... was killed by signal SIGSEGV'."""
-    if returncode >= 0:
-        return f"{label} exited with code {returncode}"
-    try:
-        name = signal.Signals(-returncode).name
-    except ValueError:
-        name = str(-returncode)
-    text = f"{label} was killed by signal {name}"
-    if -returncode == signal.SIGKILL:
-        text += " (perhaps out of memory?)"
-    return text
+def run(cfg: Config, argv: Sequence[str] | None = None) -> int:
+    """Run the master until it stops; return the process exit code (preforkd.errors).
 
+    ``argv`` (default ``sys.argv[1:]``) is what a reload re-reads and USR2 re-executes.
+    """
+    from preforkd.master.main import run_master
 
-def _log_exit(worker: Worker, returncode: int) -> None:
-    if worker.killed and returncode == -signal.SIGKILL:
-        log.warning("%s was killed after its stop deadline", worker.label)
-    elif worker.stopping and returncode in (0, -(worker.stop_signal or 0)):
-        log.info("%s stopped", worker.label)
-    elif returncode == 0:
-        log.info("%s exited with code 0", worker.label)
-    else:
-        log.error("%s", describe_exit(worker.label, returncode))
-
-
-# --- the master process --------------------------------------------------------------
-
-
-def run(cfg: Config) -> int:
-    """Run the master until it stops; return the process exit code (preforkd.errors)."""
-    try:
-        credentials = resolve_credentials(cfg.user, cfg.group)
-    except errors.ConfigError as exc:
-        log.error("%s", exc)
-        return errors.EXIT_CONFIG_ERROR
-    os.umask(cfg.umask)  # before binding: unix socket files get 0o777 & ~umask
-    try:
-        listeners = open_listeners(cfg.binds, cfg.backlog)
-    except errors.BindError as exc:
-        log.error("cannot listen: %s", exc)
-        return errors.EXIT_BIND_ERROR
-    try:
-        for listener in listeners:
-            log.info("listening on %s", listener.name)
-        return _run_bound(cfg, listeners, credentials)
-    finally:
-        close_listeners(listeners)
-
-
-def _run_bound(cfg: Config, listeners: list[Listener], credentials: Credentials) -> int:
-    pidfile = PidFile(cfg.pidfile, cfg.umask) if cfg.pidfile else None
-    if pidfile is not None:
-        try:
-            pidfile.write()
-        except OSError as exc:
-            log.error("cannot write the pid file %s: %s", pidfile.path, exc.strerror or exc)
-            return errors.EXIT_CONFIG_ERROR
-    try:
-        set_title(f"preforkd: master [{cfg.app}] {listener_names(listeners)}")
-        app = None
-        if cfg.preload:
-            try:
-                app = preload_app(cfg)
-            except errors.AppLoadError as exc:
-                log.error("%s", f"{exc}\n{exc.details}".rstrip())
-                return errors.EXIT_APP_LOAD_ERROR
-        if threads := other_threads():
-            hint = "; started by the preloaded application?" if cfg.preload else ""
-            log.error("cannot fork: the master has threads (%s)%s", ", ".join(threads), hint)
-            return errors.EXIT_APP_LOAD_ERROR if cfg.preload else errors.EXIT_FAILURE
-        return _supervise(cfg, listeners, app, credentials)
-    finally:
-        if pidfile is not None:
-            pidfile.remove()
-
-
-def _supervise(
-    cfg: Config, listeners: list[Listener], app: WSGIApp | None, credentials: Credentials
-) -> int:
-    pipes = MasterPipes()
-    processes = OSProcesses(close_in_child=pipes.private_fds())
-    arbiter = Arbiter(cfg, listeners, processes, pipes, app=app, credentials=credentials)
-    handlers = SignalHandlers(arbiter.commands, pipes.wakeup_w)
-    handlers.install()
-    try:
-        return arbiter.run_forever()
-    except Exception:
-        log.exception("unexpected error in the master; stopping the workers")
-        arbiter.abandon()
-        return errors.EXIT_FAILURE
-    finally:
-        handlers.restore()
-        arbiter.close()
-        pipes.close()
+    return run_master(cfg, argv)

@@ -8,9 +8,13 @@ Theory of operation. The arbiter has one queue of :class:`Command`. Two things f
   arrives while the loop waits in ``select()`` wakes it, and one that arrives just
   before the wait leaves the byte behind and the wait returns at once. SIGCHLD has a
   handler that does nothing: it is there only for that wake-up.
-* The status pipe, shared by all workers: each writes ``ready <pid>\\n`` once serving
-  (one short line is below PIPE_BUF, so lines never interleave). The loop reads it
-  when readable and turns each line into a command.
+* The status pipe, shared by all workers: each writes ``ready <pid>\\n`` once serving,
+  and ``draining <pid>\\n`` when it begins a graceful stop of its own accord
+  (--max-requests, --request-timeout). One short line is below PIPE_BUF, so lines
+  never interleave. The loop reads it when readable and turns each line into a command.
+
+(The file watcher and a new master started by USR2 have pipes of their own, read the
+same way: see preforkd.master.watcher and preforkd.master.upgrade.)
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ class Command:
     """One thing for the arbiter to do: dispatched to ``Arbiter.handle_<name>``."""
 
     name: str
-    pid: int = 0  # the worker concerned ("ready")
+    pid: int = 0  # the worker concerned ("ready", "draining")
+    detail: str = ""  # e.g. the files that changed ("changed")
 
 
 # What each signal asks of the master; see preforkd.master.arbiter for the behaviour.
@@ -49,7 +54,7 @@ SIGNAL_COMMANDS: dict[signal.Signals, str] = {
 }
 WAKE_ONLY_SIGNALS = (signal.SIGCHLD,)
 
-_STATUS_LINE = re.compile(rb"^(ready) (\d+)$")
+_STATUS_LINE = re.compile(rb"^(ready|draining) (\d+)$")
 
 
 def signal_command(signum: int) -> Command:
@@ -135,6 +140,28 @@ class MasterPipes:
         for fd in (self.wakeup_r, self.wakeup_w, self.status_r, self.status_w):
             with suppress(OSError):
                 os.close(fd)
+
+
+class LineReader:
+    """Complete lines from a non-blocking pipe, whatever the size of each read."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.eof = False
+        self._partial = b""
+
+    def read_lines(self) -> list[bytes]:
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not chunk:
+                self.eof = True
+                break
+            self._partial += chunk
+        *lines, self._partial = self._partial.split(b"\n")
+        return lines
 
 
 def _read_some(fd: int) -> bytes:

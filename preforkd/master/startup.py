@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import grp
 import importlib
+import logging
 import os
 import pwd
 import tempfile
 import threading
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from preforkd.config import Config
 from preforkd.errors import ConfigError
+from preforkd.heartbeat import HeartbeatTable
+from preforkd.master.reload import Origin
 from preforkd.worker.main import WSGIApp
+
+log = logging.getLogger("preforkd.master")
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,17 @@ class Credentials:
 
     uid: int | None = None
     gid: int | None = None
+
+
+@dataclass
+class Context:
+    """What the arbiter gets besides its config; the tests leave most of it out."""
+
+    app: WSGIApp | None = None  # preloaded (--preload) for the first generation
+    credentials: Credentials = field(default_factory=Credentials)
+    origin: Origin | None = None  # how we were started: needed by reload and USR2
+    heartbeats: HeartbeatTable | None = None  # None: no --timeout supervision
+    on_serving: Callable[[], None] | None = None  # called once all workers are first ready
 
 
 def resolve_credentials(user: str | None, group: str | None) -> Credentials:
@@ -110,6 +126,20 @@ def preload_app(cfg: Config) -> WSGIApp:
     loading = importlib.import_module("preforkd.loading")
     app: WSGIApp = loading.load_app(cfg.app, chdir=cfg.chdir, pythonpath=cfg.pythonpath)
     return app
+
+
+def reopen_master_logs() -> None:
+    """USR1 in the master: reopen the log files (the workers get the signal too)."""
+    reopen = log_reopener()
+    if reopen is None:
+        log.warning("USR1: cannot reopen log files (preforkd.logs is missing)")
+        return
+    try:
+        reopen()
+    except Exception:
+        log.exception("USR1: could not reopen the log files")
+    else:
+        log.info("USR1: log files reopened")
 
 
 def log_reopener() -> Callable[[], Any] | None:

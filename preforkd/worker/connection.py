@@ -23,6 +23,7 @@ import asyncio.selector_events
 import logging
 import os
 import socket
+import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -30,10 +31,17 @@ from preforkd.errors import ClientDisconnected, LocalProtocolError, RemoteProtoc
 from preforkd.proto.events import ConnectionClosed, Data, EndOfMessage, Event, Request
 from preforkd.proto.h1 import H1Connection
 from preforkd.proto.h1_response import CONTINUE_RESPONSE, ResponseFramer, error_response
+from preforkd.proto.negotiate import (
+    GOAWAY_PROTOCOL_ERROR,
+    Start,
+    classify,
+    h2c_settings,
+    valid_http2_settings,
+)
 from preforkd.worker.state import WorkerState
 from preforkd.wsgi.bridge import Head, WSGICycle
-from preforkd.wsgi.environ import ConnectionInfo, build_environ
-from preforkd.wsgi.input import InputStream
+from preforkd.wsgi.environ import ConnectionInfo, build_environ, environ_template
+from preforkd.wsgi.input import EMPTY_INPUT, InputStream
 
 log = logging.getLogger("preforkd.worker")
 
@@ -60,12 +68,12 @@ class Exchange:
         self.request = request
         self.framer = framer
         state = conn.state
-        self.input = InputStream(
-            state.call_soon_threadsafe, self._on_consumed, state.settings.body_buffer
-        )
         self.body_complete = not request.has_body
-        if self.body_complete:
-            self.input.feed_eof()
+        self.input = (
+            InputStream(state.call_soon_threadsafe, self._on_consumed, state.settings.body_buffer)
+            if request.has_body
+            else EMPTY_INPUT
+        )
         self.response_started = False
         self.response_complete = False
         self.continue_sent = False
@@ -153,9 +161,15 @@ class Exchange:
 
 
 class H1Protocol(asyncio.Protocol):
-    def __init__(self, state: WorkerState, url_scheme: str = "http") -> None:
+    def __init__(
+        self,
+        state: WorkerState,
+        url_scheme: str = "http",
+        protocols: frozenset[str] = frozenset(("h1",)),
+    ) -> None:
         self.state = state
         self.url_scheme = url_scheme
+        self.protocols = protocols
         self.parser = H1Connection(state.settings.limits)
         self.transport: asyncio.Transport | None = None
         self.info: ConnectionInfo | None = None
@@ -164,6 +178,7 @@ class H1Protocol(asyncio.Protocol):
         self._read_pauses: set[str] = set()
         self._write_paused = False
         self._write_waiters: list[Callable[[], None]] = []
+        self._write_paused_since: float | None = None
         self.closed = False
         self.can_sendfile = False
         self.protocol_error: RemoteProtocolError | None = None
@@ -173,6 +188,10 @@ class H1Protocol(asyncio.Protocol):
         self._deadline_kind = _IDLE
         self._head_started = False  # bytes of a request head have arrived since the last one
         self._error_after_pending = False  # answer protocol_error once the queue is served
+        # The first bytes of a cleartext connection that may speak HTTP/2 (None: decided).
+        self._sniff: bytes | None = b"" if "h2" in protocols and url_scheme == "http" else None
+        self._upgrade: tuple[Request, str, bytearray] | None = None  # an h2c upgrade's body
+        self._switched = False
 
     # --- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -180,6 +199,13 @@ class H1Protocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.state.connections.add(self)
         self.info = _connection_info(transport, self.url_scheme, self.state)  # type: ignore[arg-type]
+        settings = self.state.settings
+        self.environ_template = environ_template(
+            self.info,
+            multithread=settings.multithread,
+            multiprocess=settings.multiprocess,
+            script_name=settings.script_name,
+        )
         # sendfile(2) needs a plain socket and a loop that implements loop.sendfile natively
         # (asyncio's selector loops; uvloop does not): elsewhere the file is streamed.
         self.can_sendfile = (
@@ -190,8 +216,19 @@ class H1Protocol(asyncio.Protocol):
             )
         )
         self._set_deadline(_HEAD)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            alpn = ssl_object.selected_alpn_protocol()
+            if alpn == "h2":
+                self._switch_to_h2()
+            elif alpn is None and "h1" not in self.protocols:
+                self.close()  # an HTTP/2-only listener, and the client did not offer h2
 
     def data_received(self, data: bytes) -> None:
+        if self._sniff is not None:
+            data = self._sniff_preface(data)
+            if not data:
+                return
         if self.current is None:
             self._head_started = True
             if self._deadline_kind == _IDLE:
@@ -206,7 +243,13 @@ class H1Protocol(asyncio.Protocol):
     def _dispatch_all(self, events: list[Event]) -> None:
         upgrade = False
         for event in events:
+            if self._upgrade is not None:
+                if self._collect_upgrade(event):
+                    return  # now HTTP/2: the rest belongs to the new protocol
+                continue
             if type(event) is Request and event.upgrade is not None:
+                if self._accept_h2c(event):
+                    continue
                 upgrade = True
             self._dispatch(event)
         if upgrade and not self.closed:
@@ -218,6 +261,83 @@ class H1Protocol(asyncio.Protocol):
                 self._on_protocol_error(exc)
                 return
             self._dispatch_all(events)
+
+    # --- switching to HTTP/2 -----------------------------------------------------------------
+    def _sniff_preface(self, data: bytes) -> bytes:
+        """Bytes to parse as HTTP/1.1, or b"" (switched to HTTP/2, closed, or undecided)."""
+        assert self._sniff is not None
+        data = self._sniff + data
+        verdict = classify(data)
+        if verdict is Start.UNDECIDED:
+            self._sniff = data
+            return b""
+        self._sniff = None
+        if verdict is Start.HTTP2:
+            self._switch_to_h2(initial=data)
+            return b""
+        if verdict is Start.BROKEN:
+            self.write([GOAWAY_PROTOCOL_ERROR])
+            self.close()
+            return b""
+        if "h1" not in self.protocols:  # an HTTP/2-only listener
+            self.write([error_response(505, self.state.date_header)])
+            self.close()
+            return b""
+        return data
+
+    def _accept_h2c(self, request: Request) -> bool:
+        """Take an "Upgrade: h2c" request (RFC 7540 §3.2) if we can answer it on HTTP/2.
+
+        Its body is read over HTTP/1.1 first and must fit the body buffer; a larger one is
+        served over HTTP/1.1 rather than held in memory (RFC 9110 §7.8: Upgrade may be
+        ignored)."""
+        settings = h2c_settings(request)
+        if (
+            settings is None
+            or not valid_http2_settings(settings)
+            or "h2" not in self.protocols
+            or self.url_scheme != "http"
+            or self.current is not None
+            or self._pending
+            or (request.content_length or 0) > self.state.settings.body_buffer
+            or self.state.draining
+        ):
+            return False
+        self._upgrade = (request, settings, bytearray())
+        self._set_deadline(_BUSY)
+        return True
+
+    def _collect_upgrade(self, event: Event) -> bool:
+        """Gather the upgrading request's body; switch at its end (True once switched)."""
+        assert self._upgrade is not None
+        request, settings, body = self._upgrade
+        if type(event) is Data:
+            body += event.data
+            return False
+        if type(event) is not EndOfMessage:
+            return False
+        self._upgrade = None
+        self._switch_to_h2(
+            upgrade=(settings, request, bytes(body)), initial=self.parser.trailing_data
+        )
+        return True
+
+    def _switch_to_h2(
+        self, initial: bytes = b"", upgrade: tuple[str, Request, bytes] | None = None
+    ) -> None:
+        from preforkd.worker.h2conn import H2Protocol
+
+        transport = self.transport
+        assert transport is not None and self.info is not None
+        h2 = H2Protocol(self.state, self.url_scheme, self.info, self.environ_template)
+        self._switched = True
+        self.state.connections.discard(self)
+        transport.set_protocol(h2)
+        h2.adopt(transport)
+        if upgrade is not None:
+            h2.start_upgrade(*upgrade, initial)
+        else:
+            h2.start(initial)
 
     def eof_received(self) -> bool:
         try:
@@ -244,9 +364,11 @@ class H1Protocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self._write_paused_since = self.state.now
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._write_paused_since = None
         self._release_writers()
 
     # --- events ---------------------------------------------------------------------------
@@ -295,13 +417,7 @@ class H1Protocol(asyncio.Protocol):
         self.current = exchange
         assert self.info is not None
         environ = build_environ(
-            request,
-            self.info,
-            exchange.input,
-            state.proxy,
-            multithread=state.settings.multithread,
-            multiprocess=state.settings.multiprocess,
-            script_name=state.settings.script_name,
+            request, self.info, exchange.input, state.proxy, template=self.environ_template
         )
         cycle = WSGICycle(state.app, request, environ, exchange, state.call_soon_threadsafe)
         exchange.cycle = cycle
@@ -310,6 +426,8 @@ class H1Protocol(asyncio.Protocol):
     def response_complete(self, exchange: Exchange, keep_alive: bool | None = None) -> None:
         """The last bytes of ``exchange``'s response are written (loop thread)."""
         exchange.response_complete = True
+        exchange.cycle = None  # break exchange <-> cycle <-> input cycles: freed by refcount
+        exchange.input.detach()
         state = self.state
         state.requests_served += 1
         if state.on_request_done is not None:
@@ -435,6 +553,12 @@ class H1Protocol(asyncio.Protocol):
             self.closed = True
             self.transport.close()  # flushes what is buffered, then closes
 
+    def abort(self) -> None:
+        """Close without flushing: for a peer that will never take what is buffered."""
+        if self.transport is not None:
+            self.closed = True
+            self.transport.abort()
+
     # --- timeouts and draining (called by the worker) ----------------------------------
     def _set_deadline(self, kind: int) -> None:
         self._deadline_kind = kind
@@ -447,6 +571,13 @@ class H1Protocol(asyncio.Protocol):
             self.deadline = None
 
     def check_deadline(self, now: float) -> None:
+        paused_since = self._write_paused_since
+        if paused_since is not None and now - paused_since > self.state.settings.send_timeout:
+            peer = self.info.remote_addr if self.info else "?"
+            log.info("Client %s took no data for %.0fs; aborting", peer or "unix socket",
+                     now - paused_since)  # fmt: skip
+            self.abort()
+            return
         if self.deadline is None or now < self.deadline or self.closed:
             return
         if self._deadline_kind == _HEAD and self._head_started:
@@ -457,9 +588,10 @@ class H1Protocol(asyncio.Protocol):
         self.close()
 
     def drain(self) -> None:
-        """Graceful stop: close when idle, or after the response in progress."""
-        if self.current is None:
-            self.close()
+        """Graceful stop. Nothing is closed here: a connection may hold a request we have
+        not read yet (closing it would drop that request). A request that arrives now is
+        answered with "Connection: close"; an idle connection ends at its keep-alive or
+        header deadline, well within the graceful timeout."""
 
 
 def _connection_info(
@@ -481,4 +613,25 @@ def _connection_info(
         remote_port=remote_port,
         url_scheme=scheme,
         from_trusted_proxy=state.proxy.trusts(remote_addr),
+        extra=_tls_environ(transport) if scheme == "https" else None,
     )
+
+
+def _tls_environ(transport: asyncio.Transport) -> dict[str, str]:
+    """What the app may want to know of the TLS session: version, cipher, client cert."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return {}
+    extra = {"HTTPS": "on", "SSL_PROTOCOL": ssl_object.version() or ""}
+    cipher = ssl_object.cipher()
+    if cipher:
+        extra["SSL_CIPHER"] = cipher[0]
+    der = ssl_object.getpeercert(binary_form=True)
+    if der:  # only present when verified (--cert-reqs optional/required)
+        extra["SSL_CLIENT_CERT"] = ssl.DER_cert_to_PEM_cert(der)
+        subject = ssl_object.getpeercert().get("subject", ())
+        extra["SSL_CLIENT_S_DN"] = ",".join(
+            f"{key}={value}" for rdn in subject for key, value in rdn
+        )
+        extra["SSL_CLIENT_VERIFY"] = "SUCCESS"
+    return extra

@@ -6,11 +6,12 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
-from typing import Any
 
 from preforkd.worker.connection import H1Protocol
 from preforkd.worker.state import WorkerState
+from preforkd.worker.tls import ListenerSpec
 
 log = logging.getLogger("preforkd.worker")
 
@@ -26,12 +27,13 @@ class Server:
         self,
         loop: asyncio.AbstractEventLoop,
         state: WorkerState,
-        listeners: tuple[Any, ...],
+        listeners: list[ListenerSpec],
         *,
         backlog: int,
         graceful_timeout: float,
         master_pid: int,
         max_requests: int = 0,
+        handshake_timeout: float = 10.0,
     ) -> None:
         self.loop = loop
         self.state = state
@@ -40,6 +42,7 @@ class Server:
         self.graceful_timeout = graceful_timeout
         self.master_pid = master_pid
         self.max_requests = max_requests
+        self.handshake_timeout = handshake_timeout
         self.servers: list[asyncio.base_events.Server] = []
         self._stop_requested: asyncio.Future[bool] = loop.create_future()  # True: graceful
         self._drained: asyncio.Future[None] | None = None
@@ -51,12 +54,22 @@ class Server:
             state.on_request_done = self._check_max_requests
 
     async def start(self) -> None:
-        for sock in self.listeners:
+        for listener in self.listeners:
             server = await self.loop.create_server(
-                lambda: H1Protocol(self.state), sock=sock, backlog=self.backlog
+                self._protocol_factory(listener),
+                sock=listener.sock,
+                backlog=self.backlog,
+                ssl=listener.ssl_context,
+                ssl_handshake_timeout=self.handshake_timeout if listener.ssl_context else None,
             )
             self.servers.append(server)
         self.loop.call_later(self.tick_interval, self._tick)
+
+    def _protocol_factory(self, listener: ListenerSpec) -> Callable[[], H1Protocol]:
+        state = self.state
+        scheme = "https" if listener.ssl_context else "http"
+        protocols = listener.protocols
+        return lambda: H1Protocol(state, scheme, protocols)
 
     def install_signal_handlers(self, reopen_logs: Callable[[], None]) -> None:
         add = self.loop.add_signal_handler
@@ -78,6 +91,10 @@ class Server:
         graceful = await self._stop_requested
         for server in self.servers:
             server.close()  # stop accepting; other workers keep serving the listeners
+        for _ in range(3):
+            # A connection accepted just before has its connection_made() still queued:
+            # let it register, so the drain below waits for its request too.
+            await asyncio.sleep(0)
         if graceful:
             await self._drain()
         for conn in list(self.state.connections):
@@ -86,11 +103,14 @@ class Server:
     async def _drain(self) -> None:
         state = self.state
         state.draining = True
+        if state.on_draining is not None:
+            state.on_draining()
         for conn in list(state.connections):
             conn.drain()
         self._drain_deadline = state.now + self.graceful_timeout
         if state.connections or state.in_flight:
             self._drained = self.loop.create_future()
+            self.loop.call_later(DRAIN_TICK, self._poll_drain)
             await self._drained
         if state.connections or state.in_flight:
             log.warning(
@@ -98,6 +118,17 @@ class Server:
                 len(state.connections),
                 state.in_flight,
             )
+
+    def _poll_drain(self) -> None:
+        """While draining, notice within DRAIN_TICK that the last request is done (app
+        threads finish without waking the loop, so this cannot be purely event-driven)."""
+        drained, state = self._drained, self.state
+        if drained is None or drained.done():
+            return
+        if not (state.connections or state.in_flight) or time.monotonic() >= self._drain_deadline:
+            drained.set_result(None)
+        else:
+            self.loop.call_later(DRAIN_TICK, self._poll_drain)
 
     def _tick(self) -> None:
         try:
@@ -110,6 +141,8 @@ class Server:
     def _check(self) -> None:
         state = self.state
         state.tick()
+        if state.on_tick is not None:
+            state.on_tick()
         now = state.now
         for conn in list(state.connections):
             conn.check_deadline(now)

@@ -6,12 +6,13 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 from preforkd.proto.h1 import H1Limits
+from preforkd.proto.h2 import H2Settings
+from preforkd.worker.pool import AppThreads
 from preforkd.wsgi.environ import ProxyTrust
 
 if TYPE_CHECKING:
@@ -28,6 +29,10 @@ class ConnectionSettings:
     header_timeout: float  # seconds a request head may take to arrive
     multiprocess: bool
     multithread: bool
+    send_timeout: float = 60.0  # seconds a client may accept no response data
+    h2: H2Settings | None = None  # HTTP/2 SETTINGS and abuse limits
+    h2_ping_interval: float = 60.0  # PING a connection whose streams are silent this long
+    graceful_timeout: float = 30.0  # a draining worker's time for requests in flight
     script_name: str = ""
     body_buffer: int = 256 * 1024  # request-body bytes buffered before reading pauses
     max_discard: int = 1024 * 1024  # unread body bytes we drain to keep a connection
@@ -39,7 +44,7 @@ class WorkerState:
 
     app: Callable[..., Any]
     settings: ConnectionSettings
-    executor: ThreadPoolExecutor
+    executor: AppThreads
     proxy: ProxyTrust
     call_soon_threadsafe: Callable[..., Any]
     access_log: AccessLog | None = None
@@ -49,6 +54,11 @@ class WorkerState:
     cycles_started: int = 0
     cycles_finished: int = 0  # incremented by app threads, under _lock
     on_request_done: Callable[[], None] | None = None
+    on_tick: Callable[[], None] | None = None  # each ticker run: heartbeat, request timeout
+    on_draining: Callable[[], None] | None = None  # a graceful stop began: tell the master
+    # App thread ident -> (time.monotonic() when its current call began, the cycle).
+    # Written by app threads (one key each), read by the loop thread with copy().
+    running: dict[int, tuple[float, WSGICycle]] = field(default_factory=dict)
     # Coarse clocks, refreshed by the worker's ticker: the hot path reads attributes
     # instead of calling time functions and formatting dates per request.
     now: float = field(default_factory=time.monotonic)
@@ -72,12 +82,15 @@ class WorkerState:
         self.executor.submit(self._run, cycle)
 
     def _run(self, cycle: WSGICycle) -> None:
+        ident = threading.get_ident()
+        self.running[ident] = (time.monotonic(), cycle)
         try:
             cycle.run()
             access_log = self.access_log
             if access_log is not None and access_log.enabled:
                 access_log.log(_access_record(cycle))
         finally:
+            self.running.pop(ident, None)
             with self._lock:
                 self.cycles_finished += 1
 

@@ -79,6 +79,7 @@ class ConnectionInfo:
     remote_port: str
     url_scheme: str  # "http" or "https"
     from_trusted_proxy: bool
+    extra: dict[str, str] | None = None  # per-connection keys, e.g. the TLS client cert
 
 
 class ErrorStream:
@@ -155,18 +156,52 @@ def _split_target(target: str) -> tuple[str, str, str | None]:
     return path, query, authority
 
 
+def environ_template(
+    conn: ConnectionInfo,
+    *,
+    multithread: bool = True,
+    multiprocess: bool = False,
+    script_name: str = "",
+) -> dict[str, Any]:
+    """The keys every request on a connection shares; built once per connection and
+    copied per request (a C-level dict copy instead of twenty assignments)."""
+    template: dict[str, Any] = {
+        "SCRIPT_NAME": script_name,
+        "SERVER_NAME": conn.server_name,
+        "SERVER_PORT": conn.server_port,
+        "REMOTE_ADDR": conn.remote_addr,
+        "REMOTE_PORT": conn.remote_port,
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": conn.url_scheme,
+        "wsgi.input_terminated": True,
+        "wsgi.errors": _app_errors,
+        "wsgi.multithread": multithread,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.file_wrapper": FileWrapper,
+    }
+    if conn.extra:
+        template.update(conn.extra)
+    return template
+
+
 def build_environ(
     request: Request,
     conn: ConnectionInfo,
     wsgi_input: Any,
     proxy: ProxyTrust,
     *,
+    template: dict[str, Any] | None = None,
     multithread: bool = True,
     multiprocess: bool = False,
     script_name: str = "",
 ) -> dict[str, Any]:
-    path, query, authority = _split_target(request.target)
-    environ: dict[str, Any] = {}
+    """The environ of one request; ``template`` comes from :func:`environ_template`."""
+    if template is None:
+        template = environ_template(
+            conn, multithread=multithread, multiprocess=multiprocess, script_name=script_name
+        )
+    environ = template.copy()
     for name, value in request.headers:
         key = _environ_key(name)
         if key is None:
@@ -178,59 +213,44 @@ def build_environ(
             environ[key] = environ[key] + sep + value
         else:
             environ[key] = value
+
+    target = request.target
+    path, query, authority = _split_target(target)
     if authority is not None:
         environ["HTTP_HOST"] = authority
-
-    scheme = conn.url_scheme
-    remote_addr = conn.remote_addr
     if conn.from_trusted_proxy:
-        proto = environ.get("HTTP_X_FORWARDED_PROTO")
-        if proto:
-            proto = proto.rpartition(",")[2].strip().lower()
-            if proto in ("http", "https"):
-                scheme = proto
-        forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
-        if forwarded_for:
-            remote_addr = proxy.client_from(forwarded_for) or remote_addr
-
-    default_port = "443" if scheme == "https" else "80"
+        _apply_proxy_headers(environ, proxy)
     host = environ.get("HTTP_HOST")
     if host:
-        server_name, server_port = _server_name_port(host, default_port)
-    else:
-        server_name, server_port = conn.server_name, conn.server_port
+        default_port = "443" if environ["wsgi.url_scheme"] == "https" else "80"
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = _server_name_port(host, default_port)
 
     # PATH_INFO is the percent-decoded path, its bytes as latin-1 (PEP 3333 "unicode
     # issues"); SCRIPT_NAME is a mount prefix the app sees as already consumed.
     path_info = unquote_to_bytes(path).decode("latin-1") if "%" in path else path
+    script_name = environ["SCRIPT_NAME"]
     if script_name and (path_info == script_name or path_info.startswith(script_name + "/")):
         path_info = path_info[len(script_name) :]
 
-    environ.update(
-        {
-            "REQUEST_METHOD": request.method,
-            "SCRIPT_NAME": script_name,
-            "PATH_INFO": path_info,
-            "QUERY_STRING": query,
-            "RAW_URI": request.target,
-            "REQUEST_URI": request.target,
-            "SERVER_NAME": server_name,
-            "SERVER_PORT": server_port,
-            "SERVER_PROTOCOL": "HTTP/" + request.http_version,
-            "REMOTE_ADDR": remote_addr,
-            "REMOTE_PORT": conn.remote_port,
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": scheme,
-            "wsgi.input": wsgi_input,
-            "wsgi.input_terminated": True,
-            "wsgi.errors": _app_errors,
-            "wsgi.multithread": multithread,
-            "wsgi.multiprocess": multiprocess,
-            "wsgi.run_once": False,
-            "wsgi.file_wrapper": FileWrapper,
-        }
-    )
+    environ["REQUEST_METHOD"] = request.method
+    environ["PATH_INFO"] = path_info
+    environ["QUERY_STRING"] = query
+    environ["RAW_URI"] = environ["REQUEST_URI"] = target
+    environ["SERVER_PROTOCOL"] = "HTTP/" + request.http_version
+    environ["wsgi.input"] = wsgi_input
     return environ
+
+
+def _apply_proxy_headers(environ: dict[str, Any], proxy: ProxyTrust) -> None:
+    """X-Forwarded-Proto and -For from a trusted proxy set the scheme and client address."""
+    proto = environ.get("HTTP_X_FORWARDED_PROTO")
+    if proto:
+        proto = proto.rpartition(",")[2].strip().lower()
+        if proto in ("http", "https"):
+            environ["wsgi.url_scheme"] = proto
+    forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
+    if forwarded_for:
+        environ["REMOTE_ADDR"] = proxy.client_from(forwarded_for) or environ["REMOTE_ADDR"]
 
 
 def default_script_name() -> str:
@@ -245,4 +265,5 @@ __all__ = [
     "ProxyTrust",
     "build_environ",
     "default_script_name",
+    "environ_template",
 ]

@@ -64,6 +64,11 @@ class InputStream:
                 self._error = exc
             self._cond.notify_all()
 
+    def detach(self) -> None:
+        """The request is over (loop thread): stop reporting to the connection, which
+        also breaks the stream ↔ connection reference cycle so refcounting frees both."""
+        self._on_consumed = _ignore_consumed
+
     @property
     def buffered(self) -> int:
         return len(self._buffer)
@@ -160,3 +165,43 @@ class InputStream:
     def __iter__(self) -> Iterator[bytes]:
         while line := self.readline():
             yield line
+
+
+def _ignore_consumed(nbytes: int) -> None:
+    pass
+
+
+class EmptyInput(InputStream):
+    """wsgi.input of a request without a body: always at its end. One instance serves
+    every such request (it has no state), which spares a buffer and a Condition each."""
+
+    def __init__(self) -> None:  # no buffer, no lock: nothing ever changes
+        self._eof = True
+        self._error = None
+        self._demanded = False
+        self.bytes_read = 0
+
+    def feed(self, data: bytes) -> bool:
+        raise AssertionError("a request without a body got body bytes")
+
+    def feed_eof(self) -> None:
+        pass
+
+    def feed_error(self, exc: BaseException) -> None:
+        pass
+
+    def detach(self) -> None:
+        pass
+
+    @property
+    def buffered(self) -> int:
+        return 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return b""
+
+
+EMPTY_INPUT = EmptyInput()

@@ -1,11 +1,14 @@
 """A fake process layer for the arbiter: children, signals and a clock, all in memory.
 
 Forking records a :class:`FakeChild`; a test makes it report ready (real bytes on the
-real status pipe), exit with a code, or die of a signal. SIGKILL kills at once, as it
-does in life; every other signal is only recorded. The clock moves only when the
-arbiter waits with a timeout and nothing is pending: it jumps to the end of the
-timeout, as if the time had passed. Waiting forever with nothing pending raises, so a
-test that expects something to happen finds out when nothing would.
+real status pipe), beat (its heartbeat slot, at the fake time), exit with a code, or die
+of a signal. Starting a program (the file watcher, a new master) records a child too,
+with copies of the descriptors it would inherit, so a test can write its output.
+SIGKILL kills at once, as it does in life; every other signal is only recorded. The
+clock moves only when the arbiter waits with a timeout and nothing is pending: it jumps
+to the end of the timeout, as if the time had passed (workers in ``ticking`` beat
+then). Waiting forever with nothing pending raises, so a test that expects something to
+happen finds out when nothing would.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+from contextlib import suppress
 from dataclasses import dataclass, field
 
-from preforkd.master.process import SelectResult
-from preforkd.worker.main import READY_MESSAGE, WorkerSpec
+from preforkd.heartbeat import Beat
+from preforkd.master.process import ProgramSpec, SelectResult
+from preforkd.worker.main import DRAINING_MESSAGE, READY_MESSAGE, WorkerSpec
 
 
 class WouldBlockForever(AssertionError):
@@ -26,7 +31,7 @@ class WouldBlockForever(AssertionError):
 @dataclass
 class FakeChild:
     pid: int
-    spec: WorkerSpec
+    spec: WorkerSpec | None  # None for a program
     signals: list[int] = field(default_factory=list)
     returncode: int | None = None  # set once it has exited
     reaped: bool = False
@@ -37,7 +42,20 @@ class FakeChild:
 
     @property
     def slot(self) -> int:
+        assert self.spec is not None
         return self.spec.worker_id
+
+
+@dataclass
+class FakeProgram:
+    pid: int
+    spec: ProgramSpec
+    fds: dict[int, int]  # the program's descriptor number -> our copy of it
+    stdout: int | None  # our copy of its standard output
+
+    def write(self, data: bytes) -> None:
+        assert self.stdout is not None
+        os.write(self.stdout, data)
 
 
 class FakeProcesses:
@@ -45,6 +63,9 @@ class FakeProcesses:
         self.now = now
         self.children: dict[int, FakeChild] = {}
         self.fork_error: OSError | None = None  # the next forks raise this
+        self.private_fds: set[int] = set()
+        self.ticking: set[int] = set()  # workers whose loop beats whenever time passes
+        self.programs: dict[int, FakeProgram] = {}
         self._next_pid = 101
 
     # --- the Processes interface -----------------------------------------------------
@@ -55,6 +76,15 @@ class FakeProcesses:
         pid = self._next_pid
         self._next_pid += 1
         self.children[pid] = FakeChild(pid, spec)
+        return pid
+
+    def spawn(self, spec: ProgramSpec) -> int:
+        pid = self._next_pid
+        self._next_pid += 1
+        fds = {fd: os.dup(fd) for fd in spec.pass_fds}
+        stdout = os.dup(spec.stdout) if spec.stdout is not None else None
+        self.programs[pid] = FakeProgram(pid, spec, fds, stdout)
+        self.children[pid] = FakeChild(pid, None)
         return pid
 
     def kill(self, pid: int, sig: int) -> None:
@@ -84,12 +114,29 @@ class FakeProcesses:
         if timeout is None:
             raise WouldBlockForever("the arbiter would wait forever")
         self.now += timeout
+        for pid in self.ticking:
+            if self.children[pid].alive:
+                self.beat(pid)
         return []
 
     # --- what tests do to children ---------------------------------------------------
 
     def report_ready(self, pid: int) -> None:
-        os.write(self.children[pid].spec.notify_fd, READY_MESSAGE % pid)
+        os.write(self._spec(pid).notify_fd, READY_MESSAGE % pid)
+
+    def report_draining(self, pid: int) -> None:
+        os.write(self._spec(pid).notify_fd, DRAINING_MESSAGE % pid)
+
+    def beat(self, pid: int, requests: int = 0) -> None:
+        """The worker's loop ticks now (fake time)."""
+        slot = self._spec(pid).heartbeat
+        assert slot is not None
+        slot.write(Beat(pid, self.now, requests, 0, 0, False))
+
+    def _spec(self, pid: int) -> WorkerSpec:
+        spec = self.children[pid].spec
+        assert spec is not None
+        return spec
 
     def exit(self, pid: int, code: int = 0) -> None:
         assert self.children[pid].alive
@@ -100,11 +147,19 @@ class FakeProcesses:
         self.children[pid].returncode = -sig
 
     def alive(self) -> list[FakeChild]:
-        """Children that have not exited, by slot."""
-        return sorted((c for c in self.children.values() if c.alive), key=lambda c: c.slot)
+        """Workers that have not exited, by slot."""
+        workers = (c for c in self.children.values() if c.alive and c.spec is not None)
+        return sorted(workers, key=lambda c: c.slot)
 
     def pids(self) -> list[int]:
         return [c.pid for c in self.alive()]
 
     def forks(self) -> int:
-        return len(self.children)
+        return sum(1 for c in self.children.values() if c.spec is not None)
+
+    def close(self) -> None:
+        for program in self.programs.values():
+            for fd in [*program.fds.values(), program.stdout]:
+                if fd is not None:
+                    with suppress(OSError):
+                        os.close(fd)

@@ -75,14 +75,19 @@ def test_usr1_reopens_log_files_and_is_forwarded(make_master, monkeypatch, caplo
 
 
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR2])
-def test_hup_and_usr2_are_logged_as_not_implemented(make_master, caplog, sig):
-    master = make_master(workers=2)
-    pids = master.boot()
+def test_hup_and_usr2_without_an_origin_keep_the_workers(make_master, caplog, sig):
+    # A master that does not know how it was started cannot re-read its configuration
+    # (HUP restarts the workers with the same one) nor re-execute itself (USR2).
+    master = make_master(workers=1)
+    (pid,) = master.boot()
     master.signal(sig)
     master.step()
-    assert any("not implemented yet" in m for m in caplog.messages)
-    assert master.os.pids() == pids
-    assert all(master.os.children[p].signals == [] for p in pids)
+    if sig == signal.SIGUSR2:
+        assert "USR2: ignored: this master does not know how it was started" in caplog.messages
+        assert master.os.pids() == [pid]
+    else:
+        assert "HUP: starting generation 2 (replacing 1)" in caplog.messages
+        assert len(master.os.pids()) == 2
 
 
 def test_idle_master_blocks_without_timeout(make_master):

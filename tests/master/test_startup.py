@@ -12,6 +12,7 @@ import pytest
 from preforkd import errors
 from preforkd.config import Config
 from preforkd.master import arbiter
+from preforkd.master import main as master_main
 from preforkd.master.startup import Credentials, PidFile, resolve_credentials
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -93,8 +94,8 @@ def test_run_preload_failure_exits_with_app_load_error(keep_umask, tmp_path, mon
     def broken(cfg):
         raise errors.AppLoadError("cannot import 'x'", "Traceback (most recent call last):\n...")
 
-    monkeypatch.setattr(arbiter, "preload_app", broken)
-    monkeypatch.setattr(arbiter, "set_title", lambda title: None)
+    monkeypatch.setattr(master_main, "preload_app", broken)
+    monkeypatch.setattr(master_main, "set_title", lambda title: None)
     sock = tmp_path / "s.sock"
     pid = tmp_path / "m.pid"
     cfg = Config(app="x:app", preload=True, binds=(f"unix:{sock}",), pidfile=str(pid))

@@ -6,13 +6,13 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from preforkd.proto.h1 import H1Limits
 from preforkd.worker.connection import H1Protocol
+from preforkd.worker.pool import AppThreads
 from preforkd.worker.state import ConnectionSettings, WorkerState
 from preforkd.wsgi.environ import ProxyTrust
 
@@ -60,19 +60,26 @@ def hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 def settings(**kw: Any) -> ConnectionSettings:
     base: dict[str, Any] = {
-        "limits": H1Limits(), "keep_alive": 5.0, "header_timeout": 2.0,
-        "multiprocess": False, "multithread": True, "body_buffer": 1024,
-    }  # fmt: skip
+        "limits": H1Limits(),
+        "keep_alive": 5.0,
+        "header_timeout": 2.0,
+        "multiprocess": False,
+        "multithread": True,
+        "body_buffer": 1024,
+    }
     return ConnectionSettings(**{**base, **kw})
 
 
 class Harness:
     def __init__(self, loop: asyncio.AbstractEventLoop, app: App, **kw: Any) -> None:
-        self.executor = ThreadPoolExecutor(4)
+        self.executor = AppThreads(4)
         self.state = WorkerState(
-            app=app, settings=settings(**kw), executor=self.executor,
-            proxy=ProxyTrust([]), call_soon_threadsafe=loop.call_soon_threadsafe,
-        )  # fmt: skip
+            app=app,
+            settings=settings(**kw),
+            executor=self.executor,
+            proxy=ProxyTrust([]),
+            call_soon_threadsafe=loop.call_soon_threadsafe,
+        )
         self.transport = FakeTransport()
         self.proto = H1Protocol(self.state)
         self.proto.connection_made(self.transport)
@@ -108,8 +115,9 @@ def test_pipelined_requests_pause_reading_and_answer_in_order() -> None:
 
     async def scenario(loop: asyncio.AbstractEventLoop) -> None:
         h = Harness(loop, app)
-        h.proto.data_received(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n"
-                              b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n")  # fmt: skip
+        h.proto.data_received(
+            b"GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
         assert not h.transport.reading, "a waiting pipelined request pauses reading"
         gate.set()
         await h.until(lambda: h.output().count(b"HTTP/1.1 200") == 2)
@@ -253,7 +261,7 @@ def test_protocol_error_answers_and_closes() -> None:
     run(scenario)
 
 
-def test_drain_closes_idle_and_finishes_busy_connections() -> None:
+def test_drain_serves_requests_that_arrive_and_closes_after_them() -> None:
     gate = threading.Event()
 
     def slow(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -262,9 +270,18 @@ def test_drain_closes_idle_and_finishes_busy_connections() -> None:
         return [b"done"]
 
     async def scenario(loop: asyncio.AbstractEventLoop) -> None:
-        idle = Harness(loop, slow)
-        idle.proto.drain()
-        assert idle.transport.closed
+        # A fresh connection whose request is still on its way is not cut off: the
+        # request is served, with "Connection: close".
+        fresh = Harness(loop, slow)
+        fresh.state.draining = True
+        fresh.proto.drain()
+        assert not fresh.transport.closed
+        gate.set()
+        fresh.proto.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        await fresh.until(lambda: fresh.transport.closed)
+        assert b"Connection: close" in fresh.output() and fresh.output().endswith(b"done")
+        # A request in progress finishes, then the connection closes.
+        gate.clear()
         busy = Harness(loop, slow)
         busy.proto.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         busy.state.draining = True
@@ -273,5 +290,47 @@ def test_drain_closes_idle_and_finishes_busy_connections() -> None:
         gate.set()
         await busy.until(lambda: busy.transport.closed)
         assert busy.output().endswith(b"done")
+
+    run(scenario)
+
+
+def test_idle_connection_ends_at_its_deadline_while_draining() -> None:
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        h = Harness(loop, hello, keep_alive=5.0)
+        h.proto.data_received(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+        await h.until(lambda: h.output().endswith(b"/a"))
+        h.state.draining = True
+        h.proto.drain()
+        assert not h.transport.closed
+        assert h.proto.deadline is not None
+        h.proto.check_deadline(h.proto.deadline + 0.1)
+        assert h.transport.closed
+
+    run(scenario)
+
+
+def test_client_that_takes_no_data_is_aborted_after_send_timeout() -> None:
+    class Endless:
+        def __iter__(self) -> Iterator[bytes]:
+            while True:
+                yield b"x" * 1000
+
+    def app(environ: dict[str, Any], start_response: Any) -> Endless:
+        start_response("200 OK", [])
+        return Endless()
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        h = Harness(loop, app, send_timeout=10.0)
+        aborted: list[bool] = []
+        h.transport.abort = lambda: aborted.append(True)  # type: ignore[method-assign]
+        h.proto.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        await h.until(lambda: len(h.output()) > 0)
+        h.proto.pause_writing()  # the client stopped reading
+        h.proto.check_deadline(h.state.now + 9)
+        assert not aborted
+        h.proto.check_deadline(h.state.now + 11)
+        assert aborted
+        h.proto.connection_lost(None)  # what abort() leads to
+        await h.until(lambda: h.state.in_flight == 0)  # the app thread was released
 
     run(scenario)

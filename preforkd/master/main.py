@@ -1,0 +1,178 @@
+"""The master process from start to exit: bind (or inherit), preload, supervise, clean up.
+
+Order at start: take the sockets inherited from an old master (USR2) out of the
+environment, resolve --user/--group, set the umask, bind or adopt the listeners,
+remember how we were started (:class:`~preforkd.master.reload.Origin`), write the pid
+file (a new master started by USR2 writes it only once it serves), preload the app if
+asked, check that the master has no thread, create the heartbeat table, install the
+signal handlers, and run the arbiter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from preforkd import errors
+from preforkd.config import Config
+from preforkd.devmode import apply_dev
+from preforkd.heartbeat import HeartbeatTable
+from preforkd.master.arbiter import Arbiter, Context
+from preforkd.master.process import OSProcesses
+from preforkd.master.reload import Origin
+from preforkd.master.signals import MasterPipes, SignalHandlers
+from preforkd.master.sockets import Listener, close_listeners, listener_names, open_listeners
+from preforkd.master.startup import (
+    Credentials,
+    PidFile,
+    other_threads,
+    preload_app,
+    resolve_credentials,
+    set_title,
+)
+from preforkd.master.upgrade import (
+    INTERNAL_PREFIX,
+    Inheritance,
+    adopt_listeners,
+    check_binds,
+    notify_predecessor,
+    take_inheritance,
+)
+from preforkd.worker.main import WSGIApp
+
+log = logging.getLogger("preforkd.master")
+
+
+def run_master(cfg: Config, argv: Sequence[str] | None = None) -> int:
+    """Run the master until it stops; return the process exit code (preforkd.errors)."""
+    argv = tuple(sys.argv[1:] if argv is None else argv)
+    try:
+        inheritance = take_inheritance(os.environ)
+    except errors.BindError as exc:
+        log.error("cannot take over from the old master: %s", exc)
+        return errors.EXIT_BIND_ERROR
+    cfg = _apply_dev(cfg)
+    try:
+        credentials = resolve_credentials(cfg.user, cfg.group)
+    except errors.ConfigError as exc:
+        log.error("%s", exc)
+        return errors.EXIT_CONFIG_ERROR
+    os.umask(cfg.umask)  # before binding: unix socket files get 0o777 & ~umask
+    try:
+        if inheritance is not None:
+            listeners = adopt_listeners(inheritance)
+        else:
+            listeners = open_listeners(cfg.binds, cfg.backlog)
+    except errors.BindError as exc:
+        log.error("cannot listen: %s", exc)
+        return errors.EXIT_BIND_ERROR
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(INTERNAL_PREFIX)}
+    origin = Origin(argv, environ, os.getcwd())
+    handed_over = False
+    try:
+        for listener in listeners:
+            log.info("listening on %s%s", listener.name, " (inherited)" if inheritance else "")
+        if inheritance is not None:
+            check_binds(inheritance, cfg.binds)
+        code, handed_over = _run_bound(cfg, listeners, credentials, origin, inheritance)
+        return code
+    finally:
+        if handed_over:  # the new master serves these sockets: leave their files alone
+            for listener in listeners:
+                listener.unlink_path = None
+        close_listeners(listeners)
+
+
+def _apply_dev(cfg: Config) -> Config:
+    dev = apply_dev(cfg)
+    if dev.log_level != cfg.log_level:
+        from preforkd.logs import setup_error_log
+
+        setup_error_log(dev)
+    if dev.reload:
+        sys.dont_write_bytecode = True  # no stale .pyc after an edit within the same second
+    return dev
+
+
+def _run_bound(
+    cfg: Config,
+    listeners: list[Listener],
+    credentials: Credentials,
+    origin: Origin,
+    inheritance: Inheritance | None,
+) -> tuple[int, bool]:
+    """(exit code, whether a new master started by USR2 has the sockets now)."""
+    pidfile = PidFile(cfg.pidfile, cfg.umask) if cfg.pidfile else None
+    if pidfile is not None and inheritance is None:
+        try:
+            pidfile.write()
+        except OSError as exc:
+            log.error("cannot write the pid file %s: %s", pidfile.path, exc.strerror or exc)
+            return errors.EXIT_CONFIG_ERROR, False
+    try:
+        set_title(f"preforkd: master [{cfg.app}] {listener_names(listeners)}")
+        app: WSGIApp | None = None
+        stale: tuple[str, ...] = ()
+        if cfg.preload and cfg.reload:
+            log.warning("--preload is ignored with --reload: workers load the app themselves")
+        elif cfg.preload:
+            before = set(sys.modules)
+            try:
+                app = preload_app(cfg)
+            except errors.AppLoadError as exc:
+                log.error("%s", f"{exc}\n{exc.details}".rstrip())
+                return errors.EXIT_APP_LOAD_ERROR, False
+            stale = tuple(m for m in sys.modules if m not in before and _app_module(m))
+        if threads := other_threads():
+            hint = "; started by the preloaded application?" if cfg.preload else ""
+            log.error("cannot fork: the master has threads (%s)%s", ", ".join(threads), hint)
+            return (errors.EXIT_APP_LOAD_ERROR if cfg.preload else errors.EXIT_FAILURE), False
+        context = Context(app, credentials, origin)
+        if inheritance is not None:
+            context.on_serving = lambda: _take_over(pidfile, inheritance)
+        return _supervise(cfg, listeners, context, stale)
+    finally:
+        if pidfile is not None:
+            pidfile.remove()  # only if it still holds our pid
+
+
+def _app_module(name: str) -> bool:
+    """A module the preload imported that a reload must import afresh."""
+    return name != "preforkd" and not name.startswith("preforkd.")
+
+
+def _take_over(pidfile: PidFile | None, inheritance: Inheritance) -> None:
+    """USR2, in the new master: all our workers are ready; the old master may go."""
+    if pidfile is not None:
+        try:
+            pidfile.write()
+        except OSError as exc:
+            log.error("cannot write the pid file %s: %s", pidfile.path, exc.strerror or exc)
+    log.info("serving: telling the old master (pid %d) to stop", inheritance.predecessor)
+    notify_predecessor(inheritance.notify_fd)
+
+
+def _supervise(
+    cfg: Config, listeners: list[Listener], context: Context, stale: Sequence[str]
+) -> tuple[int, bool]:
+    pipes = MasterPipes()
+    processes = OSProcesses(close_in_child=pipes.private_fds(), stale_modules=stale)
+    context.heartbeats = HeartbeatTable()
+    arbiter = Arbiter(cfg, listeners, processes, pipes, context)
+    handlers = SignalHandlers(arbiter.commands, pipes.wakeup_w)
+    handlers.install()
+    try:
+        code = arbiter.run_forever()
+    except Exception:
+        log.exception("unexpected error in the master; stopping the workers")
+        arbiter.abandon()
+        code = errors.EXIT_FAILURE
+    finally:
+        handlers.restore()
+        arbiter.close()
+        pipes.close()
+        context.heartbeats.close()
+    # A new master (USR2) serves our sockets, or is about to: keep their files.
+    return code, arbiter.handed_over or arbiter.successor is not None

@@ -1,0 +1,458 @@
+"""The HTTP/2 connection adapter: a thin asyncio.Protocol around the pure H2 core.
+
+Theory of operation. Every stream's request runs its WSGI call on the worker's thread
+pool, so the streams of one connection are served in parallel. Each stream is an
+:class:`H2Stream`, the bridge's ResponseChannel: the app thread's output is queued in the
+core, which frames it fairly across streams within the flow-control windows. An app
+thread's write is acknowledged only while its stream has less than ``STREAM_HIGH_WATER``
+bytes queued and the transport is not paused, so a client that reads slowly (or keeps its
+window shut) slows only its own streams. Request bodies flow into a bounded InputStream
+per stream, and the core reopens the receive window only as the app consumes them.
+
+Output is flushed once per loop iteration (``_schedule_flush``), so the frames of many
+streams that answered in the same iteration go out in one write.
+
+The worker's ticker calls ``check_deadline``: streams whose client accepts no data for
+``send_timeout`` are cancelled, a header block that takes longer than ``header_timeout``
+ends the connection, an idle connection (no streams) is closed after ``keep_alive`` with
+GOAWAY, a connection whose streams are silent is probed with PING, and a graceful
+shutdown's second GOAWAY is sent if the client does not acknowledge the first promptly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from preforkd.errors import ClientDisconnected, LocalProtocolError, RemoteProtocolError
+from preforkd.proto.events import (
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Event,
+    Request,
+    StreamReset,
+)
+from preforkd.proto.h2 import ErrorCodes, H2Connection, H2Settings
+from preforkd.worker.state import WorkerState
+from preforkd.wsgi.bridge import Head, WSGICycle
+from preforkd.wsgi.environ import ConnectionInfo, build_environ
+from preforkd.wsgi.input import EMPTY_INPUT, InputStream
+
+log = logging.getLogger("preforkd.worker")
+
+STREAM_HIGH_WATER = 64 * 1024  # queued response bytes per stream before the app waits
+SHUTDOWN_ACK_TIMEOUT = 1.0  # RFC 9113 §6.8: a round trip or two for the first GOAWAY
+_ERROR_BODY = b"Internal Server Error\n"
+_ERROR_HEADERS = [("content-type", "text/plain"), ("content-length", str(len(_ERROR_BODY)))]
+
+
+class H2Stream:
+    """One request/response on an HTTP/2 connection (the bridge's ResponseChannel)."""
+
+    __slots__ = ("conn", "continue_sent", "cycle", "finished", "head_sent", "input", "request")
+
+    can_sendfile = False
+
+    def __init__(self, conn: H2Protocol, request: Request, window: int) -> None:
+        self.conn = conn
+        self.request = request
+        # Buffered body is bounded by the stream's receive window: the core reopens it
+        # only as the app consumes (on_consumed), so ``window`` is just the report pace.
+        self.input = (
+            InputStream(conn.state.call_soon_threadsafe, self.on_consumed, window)
+            if request.has_body
+            else EMPTY_INPUT
+        )
+        self.cycle: WSGICycle | None = None
+        self.head_sent = False
+        self.continue_sent = False
+        self.finished = False  # the app's last send (or fail) has reached us
+
+    @property
+    def stream_id(self) -> int:
+        return self.request.stream_id
+
+    def send(
+        self, head: Head | None, body: Sequence[bytes], end: bool, done: Callable[[], None] | None
+    ) -> None:
+        conn, core, sid = self.conn, self.conn.core, self.request.stream_id
+        if conn.closed or self.finished:
+            self._gone(done)
+            return
+        try:
+            if head is not None:
+                core.send_response(sid, head[0], head[1], end_stream=end and not body)
+                self.head_sent = True
+            last = len(body) - 1
+            for i, chunk in enumerate(body):
+                core.send_data(sid, chunk, end_stream=end and i == last)
+            if end and head is None and not body:
+                core.send_data(sid, b"", end_stream=True)
+        except LocalProtocolError as exc:
+            log.error("Invalid response to %s: %s", self.request.target, exc)
+            self.fail(self.head_sent)
+            self._gone(done)
+            return
+        if end:
+            self._finish()
+        conn.schedule_flush()
+        if done is not None:
+            conn.when_writable(self, done)
+
+    def send_file(
+        self, head: Head | None, fd: int, offset: int, count: int, done: Callable[[], None]
+    ) -> None:
+        raise AssertionError("HTTP/2 streams do not sendfile (can_sendfile is False)")
+
+    def fail(self, head_sent: bool) -> None:
+        if self.finished:
+            return
+        core, sid = self.conn.core, self.request.stream_id
+        if not (head_sent or self.head_sent) and core.stream_open(sid):
+            core.send_response(sid, "500 Internal Server Error", _ERROR_HEADERS)
+            core.send_data(sid, _ERROR_BODY, end_stream=True)
+        else:
+            core.reset_stream(sid, ErrorCodes.INTERNAL_ERROR)
+        self._finish()
+        self.conn.schedule_flush()
+
+    def abandon(self, error_code: int | None) -> None:
+        """The client reset the stream, or we gave up on it: stop the app's output."""
+        if self.cycle is not None:
+            self.cycle.disconnect()
+        if not self.input.complete:
+            self.input.feed_error(ClientDisconnected("stream reset"))
+        if not self.finished:
+            if error_code is not None:
+                self.conn.core.reset_stream(self.request.stream_id, error_code)
+            else:
+                self.conn.core.reset_stream(self.request.stream_id)
+            self._finish()
+        self.conn.release_waiters(self)
+
+    def _finish(self) -> None:
+        self.finished = True
+        self.conn.stream_finished(self)
+        self.cycle = None  # break stream <-> cycle <-> input cycles: freed by refcount
+        self.input.detach()
+
+    def _gone(self, done: Callable[[], None] | None) -> None:
+        if self.cycle is not None:
+            self.cycle.disconnect()
+        if done is not None:
+            done()
+
+    def on_consumed(self, nbytes: int) -> None:
+        """The app consumed body bytes (loop thread): reopen the windows that much."""
+        conn, core, sid = self.conn, self.conn.core, self.request.stream_id
+        if conn.closed:
+            return
+        if self.request.expect_continue and not self.continue_sent and not self.head_sent:
+            # RFC 9110 §10.1.1: 100 only once the app actually asks for the body.
+            self.continue_sent = True
+            if core.stream_open(sid):
+                core.send_response(sid, "100 Continue", [])
+        if nbytes:
+            core.acknowledge_received_data(sid, nbytes)
+        conn.schedule_flush()
+
+
+class H2Protocol(asyncio.Protocol):
+    def __init__(
+        self,
+        state: WorkerState,
+        url_scheme: str,
+        info: ConnectionInfo,
+        template: dict[str, Any],
+    ) -> None:
+        self.state = state
+        self.url_scheme = url_scheme
+        self.info = info
+        self.environ_template = template
+        self.core = H2Connection(state.settings.h2 or H2Settings())
+        self.core.date_header = state.date_header
+        self.transport: asyncio.Transport | None = None
+        self.streams: dict[int, H2Stream] = {}
+        self.closed = False
+        self._write_paused = False
+        self._write_paused_since: float | None = None
+        self._waiters: list[tuple[H2Stream, Callable[[], None]]] = []
+        self._flush_scheduled = False
+        self._idle_since: float | None = state.now
+        self._last_received = state.now
+        self._headers_since: float | None = None
+        self._drain_started: float | None = None
+
+    # --- taking over a transport (new connection, ALPN, preface or Upgrade) --------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.adopt(transport)  # type: ignore[arg-type]
+        self.start()
+
+    def adopt(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.state.connections.add(self)
+        if self.state.draining:  # switched to HTTP/2 while the worker drains
+            self._drain_started = self.state.now
+
+    def start(self, initial: bytes = b"") -> None:
+        self.core.initiate()
+        self._flush()
+        if initial:
+            self.data_received(initial)
+
+    def start_upgrade(
+        self, settings_header: str, request: Request, body: bytes, initial: bytes
+    ) -> None:
+        """h2c: the HTTP/1.1 request (its body already read) becomes stream 1."""
+        events = self.core.initiate_upgrade(settings_header, request)
+        if request.has_body:
+            events += self.core.receive_upgrade_body(body, end=True)
+        self._dispatch(events)
+        self._flush()
+        if initial:
+            self.data_received(initial)
+
+    # --- asyncio.Protocol -----------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        state = self.state
+        self._last_received = state.now
+        try:
+            events = self.core.receive_data(data, state.now)
+        except RemoteProtocolError as exc:
+            peer = self.info.remote_addr if self.info else "?"
+            log.info("HTTP/2 protocol error from %s: %s", peer or "unix socket", exc)
+            self._flush()
+            self._close_all()
+            return
+        self._dispatch(events)
+        if self.core.receiving_headers:
+            if self._headers_since is None:
+                self._headers_since = state.now
+        else:
+            self._headers_since = None
+        self._flush()
+
+    def eof_received(self) -> bool:
+        self.data_received(b"")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.state.connections.discard(self)
+        for stream in list(self.streams.values()):
+            stream.abandon(None)
+        self._release_all()
+
+    def pause_writing(self) -> None:
+        # Reading pauses too: a client that does not read cannot make us queue replies
+        # (PING and SETTINGS acknowledgements) without bound.
+        self._write_paused = True
+        self._write_paused_since = self.state.now
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._write_paused_since = None
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+        self._flush()
+
+    # --- events ---------------------------------------------------------------------------
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            kind = type(event)
+            if kind is Data:
+                stream = self.streams.get(event.stream_id)  # type: ignore[union-attr]
+                if stream is not None:
+                    stream.input.feed(event.data)  # type: ignore[union-attr]
+            elif kind is Request:
+                self._start_stream(event)  # type: ignore[arg-type]
+            elif kind is EndOfMessage:
+                stream = self.streams.get(event.stream_id)  # type: ignore[union-attr]
+                if stream is not None:
+                    stream.input.feed_eof()
+            elif kind is StreamReset:
+                stream = self.streams.get(event.stream_id)  # type: ignore[union-attr]
+                if stream is not None:
+                    stream.abandon(None)
+                else:
+                    self.core.reset_stream(event.stream_id)  # type: ignore[union-attr]
+            elif kind is ConnectionClosed:
+                self._close_all()
+
+    def _start_stream(self, request: Request) -> None:
+        state = self.state
+        self._idle_since = None
+        stream = H2Stream(self, request, self.core.settings.initial_window_size)
+        self.streams[request.stream_id] = stream
+        environ = build_environ(
+            request, self.info, stream.input, state.proxy, template=self.environ_template
+        )
+        stream.cycle = WSGICycle(state.app, request, environ, stream, state.call_soon_threadsafe)
+        state.submit(stream.cycle)
+
+    def stream_finished(self, stream: H2Stream) -> None:
+        """The app is done with ``stream`` (ended, failed or abandoned)."""
+        if self.streams.pop(stream.stream_id, None) is None:
+            return
+        state = self.state
+        state.requests_served += 1
+        if state.on_request_done is not None:
+            state.on_request_done()
+        if not self.streams:
+            self._idle_since = state.now
+            if self._drain_started is not None:
+                asyncio.get_running_loop().call_soon(self._goaway_if_idle)
+
+    def _goaway_if_idle(self) -> None:
+        # After this iteration's output (the last stream's end) has been flushed.
+        if not self.streams and not self.closed:
+            self._flush()
+            self._goaway_and_close()
+
+    # --- output and backpressure ----------------------------------------------------------
+    def schedule_flush(self) -> None:
+        if not self._flush_scheduled and not self.closed:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.closed or self.transport is None:
+            return
+        if not self._write_paused:
+            self.core.date_header = self.state.date_header
+            data = self.core.data_to_send()
+            if data:
+                self.transport.write(data)
+            self._release_ready()
+        if self.core.closed or self.core.done:
+            self.close()
+
+    def when_writable(self, stream: H2Stream, done: Callable[[], None]) -> None:
+        if self.closed or (
+            not self._write_paused
+            and self.core.stream_buffered(stream.stream_id) < STREAM_HIGH_WATER
+        ):
+            done()
+        else:
+            self._waiters.append((stream, done))
+
+    def _release_ready(self) -> None:
+        if not self._waiters:
+            return
+        core, keep = self.core, []
+        for stream, done in self._waiters:
+            if self._write_paused or core.stream_buffered(stream.stream_id) >= STREAM_HIGH_WATER:
+                keep.append((stream, done))
+            else:
+                done()
+        self._waiters = keep
+
+    def release_waiters(self, stream: H2Stream) -> None:
+        keep = []
+        for waiting, done in self._waiters:
+            if waiting is stream:
+                done()
+            else:
+                keep.append((waiting, done))
+        self._waiters = keep
+
+    def _release_all(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for _, done in waiters:
+            done()
+
+    # --- closing, draining, timeouts ------------------------------------------------------
+    def _close_all(self) -> None:
+        for stream in list(self.streams.values()):
+            stream.abandon(None)
+        self._flush()
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.closed = True
+            self.transport.abort()
+
+    def drain(self) -> None:
+        """Graceful stop: let the streams in flight finish, then GOAWAY and close.
+
+        The two-step GOAWAY of RFC 9113 §6.8 (a SHOULD) is held back while streams are in
+        flight: clients built on the Python h2 library (httpx among them) treat any GOAWAY
+        as the end of the connection and lose the responses still coming. A connection
+        that keeps opening streams gets it at half the graceful timeout, so what it has in
+        flight then still has the other half to finish."""
+        if self._drain_started is None:
+            self._drain_started = self.state.now
+            if not self.streams:
+                self._goaway_and_close()
+
+    def _goaway_and_close(self) -> None:
+        # Nothing in flight: the final GOAWAY at once (RFC 9113 §6.8) and close.
+        self.core.finish_graceful_shutdown()
+        self._flush()
+        self.close()
+
+    def check_deadline(self, now: float) -> None:
+        if self.closed:
+            return
+        settings = self.state.settings
+        peer = (self.info.remote_addr if self.info else "?") or "unix socket"
+        paused = self._write_paused_since
+        if paused is not None and now - paused > settings.send_timeout:
+            log.info("Client %s took no data for %.0fs; aborting", peer, now - paused)
+            self.abort()
+            return
+        for sid in self.core.stalled_streams(now, settings.send_timeout):
+            log.info("Stream %d of %s stalled (window closed) for %.0fs; resetting",
+                     sid, peer, settings.send_timeout)  # fmt: skip
+            stream = self.streams.get(sid)
+            if stream is not None:
+                stream.abandon(ErrorCodes.CANCEL)
+            else:
+                self.core.reset_stream(sid, ErrorCodes.CANCEL)
+        if self._headers_since is not None and now - self._headers_since > settings.header_timeout:
+            log.info("HTTP/2 header block from %s timed out; closing", peer)
+            self._close_all()
+            return
+        self._check_liveness(now)
+        self._flush()
+
+    def _check_liveness(self, now: float) -> None:
+        settings, core = self.state.settings, self.core
+        if self._drain_started is not None:
+            if not self.streams:
+                self._goaway_and_close()
+                return
+            busy_for = now - self._drain_started
+            if core.shutting_down:
+                if busy_for > settings.graceful_timeout / 2 + SHUTDOWN_ACK_TIMEOUT:
+                    core.finish_graceful_shutdown()
+            elif busy_for > settings.graceful_timeout / 2:
+                core.start_graceful_shutdown()  # a connection that never goes quiet
+            return
+        if self._idle_since is not None and not self.streams:
+            if now - self._idle_since > settings.keep_alive:
+                self._goaway_and_close()
+            return
+        interval = settings.h2_ping_interval
+        if interval and now - self._last_received > interval:
+            since = core.ping_outstanding_since
+            if since is None:
+                core.ping(now)
+            elif now - since > interval:
+                peer = (self.info.remote_addr if self.info else "?") or "unix socket"
+                log.info("HTTP/2 client %s did not answer PING; closing", peer)
+                self._close_all()

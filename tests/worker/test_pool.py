@@ -1,0 +1,40 @@
+"""The application thread pool: on-demand threads, never fewer than the work needs."""
+
+from __future__ import annotations
+
+import threading
+
+from preforkd.worker.pool import AppThreads
+from tests.integration.harness import wait_for
+
+
+def test_a_burst_of_blocking_tasks_runs_in_parallel() -> None:
+    pool = AppThreads(10)
+    gate = threading.Barrier(10, timeout=5)  # passes only if all ten run at once
+    done: list[int] = []
+    for i in range(10):
+        pool.submit(lambda n: (gate.wait(), done.append(n)), i)
+    wait_for(lambda: len(done) == 10, timeout=5, what="ten tasks at once")
+    pool.shutdown()
+
+
+def test_never_more_threads_than_its_size() -> None:
+    pool = AppThreads(2)
+    release = threading.Event()
+    done: list[int] = []
+    for i in range(6):
+        pool.submit(lambda n: (release.wait(5), done.append(n)), i)
+    assert pool.started <= 2
+    release.set()
+    wait_for(lambda: len(done) == 6, timeout=5, what="all tasks")
+    pool.shutdown()
+
+
+def test_an_exception_in_a_task_does_not_kill_the_thread() -> None:
+    pool = AppThreads(1)
+    done: list[int] = []
+    pool.submit(lambda _: 1 / 0, None)
+    pool.submit(done.append, 1)
+    wait_for(lambda: done == [1], timeout=5, what="the task after the failing one")
+    assert pool.started == 1
+    pool.shutdown()
