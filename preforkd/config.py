@@ -87,7 +87,7 @@ class Config:
     preload: bool = setting(
         False, "--preload", group=APPLICATION, boolean=True,
         help="Load the application in the master before forking workers (faster start, "
-        "shared memory). A reload (HUP) still loads new code: see docs/supervision.md.",
+        "shared memory). A reload (HUP) still loads new code: see the README, Reload (HUP).",
     )
     reload: bool = setting(
         False, "--reload", group=APPLICATION, boolean=True,

@@ -18,7 +18,7 @@ A reload (HUP, --reload) starts generation N+1 next to N (worker 1 first), retir
 once N+1 is all ready, and abandons N+1 if one of its workers dies before it is ready.
 At start, such a death stops the master (exit code: app load error, boot error); later,
 a replacement is retried with back-off, up to --max-boot-failures (EXIT_CRASH_LOOP).
-The sequences are in docs/supervision.md.
+The sequences are in the README (Supervision).
 
 Signals: TERM graceful stop (again: quick stop); INT, QUIT quick stop; HUP reload; TTIN,
 TTOU one worker more, fewer (never below one); USR1 reopen the log files, forwarded to
