@@ -49,8 +49,12 @@ Decisions worth knowing (details at the code that implements them):
 * A response that ends before its Content-Length is reset (INTERNAL_ERROR); bytes beyond
   it are dropped. A response complete before its request is followed by
   RST_STREAM(NO_ERROR) (RFC 9113 §8.1).
-* The client's GOAWAY (or EOF) gives ``ConnectionClosed``: h2 sends nothing after
-  receiving a GOAWAY, so responses still in progress are abandoned.
+* A client's GOAWAY(NO_ERROR) is kept from h2 (which would send nothing more): it sets
+  ``peer_goaway`` and the streams in flight are still answered (RFC 9113 §6.8); the
+  adapter closes once they are done. A GOAWAY with an error code, or EOF, gives
+  ``ConnectionClosed``.
+* Frames that arrive on a stream after our RST_STREAM are ignored (RFC 9113 §5.1), DATA
+  still counted against and given back to the connection window.
 * Events depend only on the bytes, never on how they were cut into reads.
 
 Two rules keep this module honest:

@@ -11,6 +11,7 @@ from collections import deque
 
 import h2.events as h2e
 import h2.exceptions
+import h2.exceptions as h2x
 from h2.config import H2Configuration
 from h2.connection import H2Connection as _H2
 from h2.settings import SettingCodes, Settings
@@ -76,6 +77,11 @@ class Receiver:
         self._out = bytearray()
         self._events: list[Event] = []
         self._closed_normally: dict[int, None] = {}
+        # Streams we reset. RFC 9113 §5.1 ("closed"): frames that arrive on them after our
+        # RST_STREAM (the client may have sent them before seeing it) MUST be ignored;
+        # h2 would answer each with another RST_STREAM.
+        self._reset_by_us: dict[int, None] = {}
+        self.peer_goaway = False  # the client said GOAWAY(NO_ERROR): its streams finish
         self._now = 0.0
         window = settings.flood_window
         self._resets = Budget("stream resets", settings.max_resets, window)
@@ -98,11 +104,18 @@ class Receiver:
 
     @staticmethod
     def _new_h2(settings: H2Settings) -> _H2:
+        # h2 only ever sees our stand-in header blocks (static-table fields we built) and
+        # response fields that h2_fields.response_head has already checked, lower-cased and
+        # stripped: its own header validation and normalisation would do the work twice
+        # (a quarter of the HTTP/2 hot path in the bench profile).
         config = H2Configuration(
             client_side=False,
             header_encoding=None,
-            validate_inbound_headers=True,
-            normalize_inbound_headers=True,
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+            split_outbound_cookies=False,
         )
         conn = _H2(config=config)
         # What h2 enforces: our frame and header limits, and no concurrency limit (ours is
@@ -212,7 +225,7 @@ class Receiver:
                 self._pings.spend(self._now)
             self._translate(self._feed(frame.raw))
         elif kind == frames.GOAWAY:
-            self._translate(self._feed(frame.raw))
+            self._on_goaway(frame)
         elif kind == frames.WINDOW_UPDATE:
             self._on_window_update(frame)
         elif kind == frames.CONTINUATION:
@@ -224,12 +237,40 @@ class Receiver:
 
     def _on_data(self, frame: RawFrame) -> None:
         sid = frame.stream_id
+        if sid in self._reset_by_us:
+            self._ignore_data(frame)
+            return
         if sid in self._closed_normally:
             # RFC 9113 §5.1: frames after END_STREAM in both directions are a connection
             # error of type STREAM_CLOSED.
             raise H2ProtocolError(f"DATA on closed stream {sid}", ErrorCodes.STREAM_CLOSED)
         if not frame.length and not frame.flags & frames.END_STREAM:
             self._empty.spend(self._now)  # CVE-2019-9518
+        self._translate(self._feed(frame.raw))
+
+    def _ignore_data(self, frame: RawFrame) -> None:
+        """DATA on a stream we reset: dropped, but it still counted against the
+        connection window (RFC 9113 §6.9), which is given back at once."""
+        manager = self._h2._inbound_flow_control_window_manager
+        try:
+            manager.window_consumed(frame.length)
+        except h2x.FlowControlError as exc:
+            raise H2ProtocolError(
+                "DATA beyond the connection window", ErrorCodes.FLOW_CONTROL_ERROR
+            ) from exc
+        self._h2.acknowledge_received_data(frame.length, frame.stream_id)
+
+    def _on_goaway(self, frame: RawFrame) -> None:
+        """RFC 9113 §6.8: a client's GOAWAY(NO_ERROR) stops new streams, not the ones in
+        flight: they are answered, then the adapter closes. h2 would refuse to send
+        anything more, so it does not see that frame; an error code ends the connection."""
+        if frame.stream_id:
+            raise H2ProtocolError("GOAWAY on a stream")
+        if frame.length < 8:
+            raise H2ProtocolError("GOAWAY length", ErrorCodes.FRAME_SIZE_ERROR)
+        if int.from_bytes(frame.payload[4:8]) == ErrorCodes.NO_ERROR:
+            self.peer_goaway = True
+            return
         self._translate(self._feed(frame.raw))
 
     def _on_priority(self, frame: RawFrame) -> None:
@@ -283,7 +324,7 @@ class Receiver:
         h2_stream = self._h2.streams.get(sid)
         if h2_stream is None or h2_stream.closed:
             return  # a closed stream: nothing left to reset
-        self._h2.reset_stream(sid, code)
+        self._send_reset(sid, code)
         self._resets.spend(self._now)
         stream = self._streams.get(sid)
         if stream is not None:
@@ -335,7 +376,7 @@ class Receiver:
         elif status:
             self._answer(sid, status, end)
         else:
-            self._h2.reset_stream(sid, refusal)
+            self._send_reset(sid, refusal)
             if sid <= self._goaway_last:
                 self._resets.spend(self._now)
 
@@ -359,12 +400,14 @@ class Receiver:
         else:
             # RFC 9113 §8.1: after a complete response, RST_STREAM(NO_ERROR) asks the
             # client to stop sending the request body.
-            self._h2.reset_stream(sid, ErrorCodes.NO_ERROR)
+            self._send_reset(sid, ErrorCodes.NO_ERROR)
         if status == 431:
             self._resets.spend(self._now)
 
     def _on_later_block(self, block: HeaderBlock, fields: Fields) -> None:
         sid = block.stream_id
+        if sid in self._reset_by_us:
+            return  # §5.1: ignored after our RST_STREAM (the block was decoded: HPACK state)
         stream = self._streams.get(sid)
         if stream is None or not stream.request_open or stream.reset:
             # Not a stream that can take trailers: h2 answers from the stream's state
@@ -436,6 +479,8 @@ class Receiver:
     def _on_stream_reset(self, event: h2e.StreamReset) -> None:
         # A RST_STREAM from the client, or one h2 sent for the client's error on a stream.
         self._resets.spend(self._now)
+        if not event.remote_reset:
+            self._remember(self._reset_by_us, event.stream_id)
         stream = self._streams.get(event.stream_id)
         if stream is None or stream.reset:
             return
@@ -470,7 +515,7 @@ class Receiver:
     def _reset_stream(self, stream: Stream, code: int) -> None:
         h2_stream = self._h2.streams.get(stream.id)
         if h2_stream is not None and not h2_stream.closed:
-            self._h2.reset_stream(stream.id, code)
+            self._send_reset(stream.id, code)
         stream.reset = True
         stream.drop_output()
 
@@ -493,11 +538,19 @@ class Receiver:
         else:
             self._remember_closed(stream.id)
 
+    def _send_reset(self, sid: int, code: int) -> None:
+        """RST_STREAM from us; later frames on the stream are then ignored (§5.1)."""
+        self._h2.reset_stream(sid, code)
+        self._remember(self._reset_by_us, sid)
+
     def _remember_closed(self, sid: int) -> None:
-        closed = self._closed_normally
-        closed[sid] = None
-        if len(closed) > _CLOSED_MEMORY:
-            del closed[next(iter(closed))]
+        self._remember(self._closed_normally, sid)
+
+    @staticmethod
+    def _remember(memory: dict[int, None], sid: int) -> None:
+        memory[sid] = None
+        if len(memory) > _CLOSED_MEMORY:
+            del memory[next(iter(memory))]
 
     def _drain_h2(self) -> None:
         self._out += self._h2.data_to_send()
