@@ -82,9 +82,14 @@ def preforkd_command(launch: Launch) -> Command:
     if launch.keep_alive is not None:
         argv += ["--keep-alive", str(launch.keep_alive)]
     if launch.proto == "tls":
-        # Not implemented yet: the unknown options stop preforkd, and the run reports n/a.
         argv += ["--certfile", launch.cert, "--keyfile", launch.key]
     return [*argv, launch.app]
+
+
+def preforkd_onloop_command(launch: Launch) -> Command:
+    """preforkd with --app-on-loop: bodiless requests run on the event loop thread."""
+    argv = preforkd_command(launch)
+    return [*argv[:-1], "--app-on-loop", argv[-1]]
 
 
 def preforkd_env(launch: Launch) -> dict[str, str]:
@@ -224,6 +229,13 @@ SERVERS: dict[str, ServerSpec] = {
             "preforkd",
             preforkd_command,
             "the project, from this checkout, default settings (16 threads)",
+            installed=lambda venv: True,
+            env=preforkd_env,
+        ),
+        ServerSpec(
+            "preforkd-onloop",
+            preforkd_onloop_command,
+            "the project with --app-on-loop (requests without a body run on the loop)",
             installed=lambda venv: True,
             env=preforkd_env,
         ),

@@ -146,6 +146,14 @@ class Config:
         16, "--threads", group=WORKERS, parse=p.integer, validate=p.in_range(1, 4096),
         help="Application threads per worker: requests served in parallel by one worker.",
     )
+    app_on_loop: bool = setting(
+        False, "--app-on-loop", group=WORKERS, boolean=True,
+        help="Run the application on the event loop thread for requests without a body, "
+        "skipping the hand-off to a thread (faster for small, quick responses). Only for "
+        "applications that never block: a slow call stalls every connection of the "
+        "worker, and a response to a slow reader is buffered whole. Requests with a "
+        "body still run on the thread pool.",
+    )
     loop: str = setting(
         "auto", "--loop", group=WORKERS, choices=("auto", "asyncio", "uvloop"),
         help="Event loop: 'uvloop' (must be installed), 'asyncio', or 'auto' "

@@ -419,7 +419,14 @@ class H1Protocol(asyncio.Protocol):
         environ = build_environ(
             request, self.info, exchange.input, state.proxy, template=self.environ_template
         )
-        cycle = WSGICycle(state.app, request, environ, exchange, state.call_soon_threadsafe)
+        cycle = WSGICycle(
+            state.app,
+            request,
+            environ,
+            exchange,
+            state.call_soon_threadsafe,
+            inline=state.app_on_loop and not request.has_body,
+        )
         exchange.cycle = cycle
         state.submit(cycle)
 

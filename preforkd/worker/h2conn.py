@@ -230,6 +230,8 @@ class H2Protocol(asyncio.Protocol):
             self._close_all()
             return
         self._dispatch(events)
+        if self.core.peer_goaway and self._drain_started is None:
+            self.drain()  # the client is leaving: answer what it asked, then close
         if self.core.receiving_headers:
             if self._headers_since is None:
                 self._headers_since = state.now
@@ -294,7 +296,14 @@ class H2Protocol(asyncio.Protocol):
         environ = build_environ(
             request, self.info, stream.input, state.proxy, template=self.environ_template
         )
-        stream.cycle = WSGICycle(state.app, request, environ, stream, state.call_soon_threadsafe)
+        stream.cycle = WSGICycle(
+            state.app,
+            request,
+            environ,
+            stream,
+            state.call_soon_threadsafe,
+            inline=state.app_on_loop and not request.has_body,
+        )
         state.submit(stream.cycle)
 
     def stream_finished(self, stream: H2Stream) -> None:

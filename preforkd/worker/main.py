@@ -117,6 +117,8 @@ def _serve(spec: WorkerSpec, app: WSGIApp, loop: asyncio.AbstractEventLoop) -> i
         executor=executor,
         proxy=ProxyTrust(cfg.forwarded_allow_ips),
         call_soon_threadsafe=loop.call_soon_threadsafe,
+        call_soon=loop.call_soon,
+        app_on_loop=cfg.app_on_loop,
         access_log=access_log,
     )
     jitter = random.randint(0, cfg.max_requests_jitter) if cfg.max_requests else 0

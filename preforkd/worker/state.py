@@ -54,6 +54,9 @@ class WorkerState:
     cycles_started: int = 0
     cycles_finished: int = 0  # incremented by app threads, under _lock
     on_request_done: Callable[[], None] | None = None
+    # --app-on-loop: bodiless requests run on the loop thread (see WSGICycle.inline).
+    app_on_loop: bool = False
+    call_soon: Callable[..., Any] | None = None
     on_tick: Callable[[], None] | None = None  # each ticker run: heartbeat, request timeout
     on_draining: Callable[[], None] | None = None  # a graceful stop began: tell the master
     # App thread ident -> (time.monotonic() when its current call began, the cycle).
@@ -79,7 +82,12 @@ class WorkerState:
 
     def submit(self, cycle: WSGICycle) -> None:
         self.cycles_started += 1
-        self.executor.submit(self._run, cycle)
+        if cycle.inline and self.call_soon is not None:
+            # --app-on-loop: on the loop thread, but in its own callback, so a pipeline of
+            # requests answered one after another never nests calls.
+            self.call_soon(self._run, cycle)
+        else:
+            self.executor.submit(self._run, cycle)
 
     def _run(self, cycle: WSGICycle) -> None:
         ident = threading.get_ident()

@@ -93,6 +93,7 @@ class WSGICycle:
         "duration",
         "environ",
         "finished",
+        "inline",
         "request",
         "start_time",
     )
@@ -104,12 +105,17 @@ class WSGICycle:
         environ: dict[str, Any],
         channel: ResponseChannel,
         call_soon_threadsafe: Callable[..., Any],
+        inline: bool = False,
     ) -> None:
         self.app = app
         self.request = request
         self.environ = environ
         self._channel = channel
-        self._call_soon = call_soon_threadsafe
+        # inline: the app runs on the loop thread itself (--app-on-loop): hand-offs are
+        # plain calls, and writes cannot wait for the transport (there is no other thread
+        # to block), so a slow client's response is buffered.
+        self.inline = inline
+        self._call_soon = _call_now if inline else call_soon_threadsafe
         self._status: str | None = None
         self._headers: Headers = []
         self._head_sent = False
@@ -217,7 +223,7 @@ class WSGICycle:
             count = available
         else:
             count = min(declared, available)
-        if not self._channel.can_sendfile:
+        if not self._channel.can_sendfile or self.inline:
             return False
         head = self._take_head()
         self.bytes_sent += count
@@ -247,8 +253,11 @@ class WSGICycle:
         head = self._take_head()
         for chunk in chunks:
             self.bytes_sent += len(chunk)
-        self._call(self._channel.send, head, chunks, end, self.release)
-        self._lock.acquire()
+        if self.inline:
+            self._channel.send(head, chunks, end, None)
+        else:
+            self._call(self._channel.send, head, chunks, end, self.release)
+            self._lock.acquire()
         if self.disconnected:
             raise ClientDisconnected("client went away")
 
@@ -308,6 +317,10 @@ class WSGICycle:
     def disconnect(self) -> None:
         """The client is gone (loop thread): fail further writes, wake a waiting writer."""
         self.disconnected = True
+
+
+def _call_now(fn: Callable[..., Any], *args: Any) -> None:
+    fn(*args)
 
 
 def _as_bytes(data: Any) -> bytes:

@@ -537,3 +537,25 @@ def test_curl_keep_alive_and_upload(server: Preforkd, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout == "hellohello100000"
     assert "Re-using existing connection" in out.stderr or "Reusing" in out.stderr
+
+
+def test_app_on_loop_serves_bodiless_requests_inline_and_bodies_on_threads(
+    start_server: Start,
+) -> None:
+    srv = start_server(APP, "--app-on-loop")
+    conn = Conn(srv.port)  # type: ignore[arg-type]
+    # A long pipeline answered on the loop thread: each in its own callback, in order.
+    conn.send(b"".join(get(f"/status?code=200&body={i}&length={len(str(i))}") for i in range(300)))
+    bodies = [conn.read_response()[2] for _ in range(300)]
+    assert bodies == [str(i).encode() for i in range(300)]
+    # A request with a body still goes to the thread pool (its reads may block).
+    conn.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello")
+    assert conn.read_response()[2] == b"hello"
+    conn.send(get("/stream?n=3&size=2"))
+    assert conn.read_response()[2] == b"AABBCC"
+    conn.close()
+    r = httpx.get(f"http://127.0.0.1:{srv.port}/error")
+    assert r.status_code == 500
+    transport = httpx.HTTPTransport(http2=True, http1=False)
+    with httpx.Client(transport=transport) as hc:
+        assert hc.get(f"http://127.0.0.1:{srv.port}/hello").text == "hello"
