@@ -14,6 +14,7 @@ is reported too: that is the moment an HTTP/1.1 adapter sends "100 Continue"
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 
 from preforkd.errors import ClientDisconnected
@@ -36,7 +37,12 @@ class InputStream:
         self._on_consumed = on_consumed
         self._high_water = high_water
         self._report_threshold = max(1, high_water // 4)
-        self._buffer = bytearray()
+        # Received chunks are kept as they came (no copy into one buffer); _offset is how
+        # much of the first one has been read. A read copies only what it returns.
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0
+        self._size = 0  # bytes buffered
+        self._waiting = False  # the app thread is blocked in a read
         self._cond = threading.Condition(threading.Lock())
         self._eof = False
         self._error: BaseException | None = None
@@ -48,9 +54,11 @@ class InputStream:
     def feed(self, data: bytes) -> bool:
         """Buffer body bytes; True when the buffer is over its high-water mark."""
         with self._cond:
-            self._buffer += data
-            self._cond.notify()
-            return len(self._buffer) > self._high_water
+            self._chunks.append(data)
+            self._size += len(data)
+            if self._waiting:
+                self._cond.notify()
+            return self._size > self._high_water
 
     def feed_eof(self) -> None:
         with self._cond:
@@ -71,7 +79,7 @@ class InputStream:
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return self._size
 
     @property
     def complete(self) -> bool:
@@ -85,7 +93,11 @@ class InputStream:
     def _wait_for_data(self) -> None:
         """Block until the buffer grows, EOF or an error. Caller holds the lock."""
         self._report(force=True)
-        self._cond.wait()
+        self._waiting = True
+        try:
+            self._cond.wait()
+        finally:
+            self._waiting = False
 
     def _report(self, force: bool = False) -> None:
         """Tell the loop how much was consumed, in batches, and always before blocking."""
@@ -96,11 +108,57 @@ class InputStream:
                 self._schedule(lambda: self._on_consumed(n))
 
     def _take(self, n: int) -> bytes:
-        data = bytes(self._buffer[:n])
-        del self._buffer[:n]
+        """Remove and return the next ``n`` buffered bytes (n <= self._size)."""
+        if not n:
+            return b""
+        chunks, offset = self._chunks, self._offset
+        first = chunks[0] if chunks else b""
+        if len(first) - offset >= n:  # the common case: within the first chunk
+            if offset == 0 and len(first) == n:
+                data = chunks.popleft()
+            else:
+                data = first[offset : offset + n]
+                offset += n
+                if offset == len(first):
+                    chunks.popleft()
+                    offset = 0
+        else:
+            parts = []
+            remaining = n
+            while remaining:
+                chunk = chunks[0]
+                piece = (
+                    chunk[offset : offset + remaining]
+                    if offset or remaining < len(chunk)
+                    else chunk
+                )
+                parts.append(piece)
+                remaining -= len(piece)
+                offset += len(piece)
+                if offset == len(chunk):
+                    chunks.popleft()
+                    offset = 0
+            data = b"".join(parts)
+        self._offset = offset
+        self._size -= n
         self._unreported += n
         self.bytes_read += n
         return data
+
+    def _find_newline(self, limit: int) -> int:
+        """Index of the first b"\\n" among the first ``limit`` buffered bytes, or -1."""
+        seen = 0
+        offset = self._offset
+        for chunk in self._chunks:
+            end = min(len(chunk), offset + limit - seen)
+            found = chunk.find(b"\n", offset, end)
+            if found >= 0:
+                return seen + found - offset
+            seen += end - offset
+            if seen >= limit:
+                return -1
+            offset = 0
+        return -1
 
     def _check_error(self) -> None:
         if self._error is not None:
@@ -115,12 +173,8 @@ class InputStream:
         parts: list[bytes] = []
         with self._cond:
             while True:
-                if self._buffer and remaining != 0:
-                    n = (
-                        len(self._buffer)
-                        if remaining is None
-                        else min(remaining, len(self._buffer))
-                    )
+                if self._size and remaining != 0:
+                    n = self._size if remaining is None else min(remaining, self._size)
                     parts.append(self._take(n))
                     if remaining is not None:
                         remaining -= n
@@ -137,17 +191,15 @@ class InputStream:
         if size is not None and 0 <= size < limit:
             limit = size
         with self._cond:
-            start = 0
             while True:
-                end = self._buffer.find(b"\n", start, limit)
+                end = self._find_newline(limit)
                 if end >= 0:
                     line = self._take(end + 1)
                     break
-                if len(self._buffer) >= limit or self._eof:
-                    line = self._take(min(limit, len(self._buffer)))
+                if self._size >= limit or self._eof:
+                    line = self._take(min(limit, self._size))
                     break
                 self._check_error()
-                start = len(self._buffer)
                 self._wait_for_data()
             self._report()
         return line

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import itertools
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from preforkd.errors import ClientDisconnected
 from preforkd.wsgi.input import InputStream
@@ -148,3 +153,32 @@ def test_read_none_or_negative_reads_everything(size: int | None) -> None:
     stream.feed_eof()
     thread.join(5)
     assert result == [b"abcd"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.binary(max_size=300),
+    cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=8),
+    ops=st.lists(
+        st.tuples(st.sampled_from(["read", "readline"]), st.integers(min_value=-1, max_value=40)),
+        max_size=20,
+    ),
+)
+def test_any_chunking_and_any_reads_match_a_plain_file(
+    body: bytes, cuts: list[int], ops: list[tuple[str, int]]
+) -> None:
+    stream, _, _ = make(high_water=64)
+    points = sorted({c for c in cuts if c < len(body)} | {0, len(body)})
+    for start, end in itertools.pairwise(points):
+        stream.feed(body[start:end])
+    stream.feed_eof()
+    reference = io.BytesIO(body)
+    for op, size in ops:
+        if op == "read":
+            assert stream.read(size) == reference.read(size)
+        else:
+            # readline is capped at the buffer size (64 here) when no size is given.
+            limit = 64 if size < 0 else size
+            assert stream.readline(size) == reference.readline(limit)
+    assert stream.read() == reference.read()
+    assert stream.bytes_read == len(body)
