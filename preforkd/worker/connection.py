@@ -26,6 +26,8 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from preforkd.errors import ClientDisconnected, LocalProtocolError, RemoteProtocolError
 from preforkd.proto.events import ConnectionClosed, Data, EndOfMessage, Event, Request
@@ -166,10 +168,12 @@ class H1Protocol(asyncio.Protocol):
         state: WorkerState,
         url_scheme: str = "http",
         protocols: frozenset[str] = frozenset(("h1",)),
+        listening: Listening | None = None,
     ) -> None:
         self.state = state
         self.url_scheme = url_scheme
         self.protocols = protocols
+        self.listening = listening
         self.parser = H1Connection(state.settings.limits)
         self.transport: asyncio.Transport | None = None
         self.info: ConnectionInfo | None = None
@@ -197,28 +201,40 @@ class H1Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport.
         self.transport = transport  # type: ignore[assignment]
-        self.state.connections.add(self)
-        self.info = _connection_info(transport, self.url_scheme, self.state)  # type: ignore[arg-type]
-        settings = self.state.settings
-        self.environ_template = environ_template(
-            self.info,
-            multithread=settings.multithread,
-            multiprocess=settings.multiprocess,
-            script_name=settings.script_name,
-        )
-        # sendfile(2) needs a plain socket and a loop that implements loop.sendfile natively
-        # (asyncio's selector loops; uvloop does not): elsewhere the file is streamed.
-        self.can_sendfile = (
-            self.url_scheme == "http"
-            and transport.get_extra_info("socket") is not None
-            and isinstance(
-                asyncio.get_running_loop(), asyncio.selector_events.BaseSelectorEventLoop
+        state = self.state
+        state.connections.add(self)
+        listening = self.listening
+        if listening is None:  # a protocol made outside a Server (tests)
+            listening = self.listening = listening_for(
+                transport.get_extra_info("socket"), self.url_scheme, self.protocols, state
             )
+        self.can_sendfile = listening.can_sendfile
+        if listening.inet:
+            peer = transport.get_extra_info("peername")
+            remote_addr, remote_port = str(peer[0]), str(peer[1])
+        else:  # a UNIX socket: no peer address (PEP 3333 allows empty strings)
+            remote_addr = remote_port = ""
+        https = self.url_scheme == "https"
+        extra = _tls_environ(transport) if https else None  # type: ignore[arg-type]
+        self.info = ConnectionInfo(
+            listening.server_name,
+            listening.server_port,
+            remote_addr,
+            remote_port,
+            self.url_scheme,
+            state.proxy.trusts(remote_addr),
+            extra,
         )
+        template = listening.template.copy()
+        template["REMOTE_ADDR"] = remote_addr
+        template["REMOTE_PORT"] = remote_port
+        if extra:
+            template.update(extra)
+        self.environ_template = template
         self._set_deadline(_HEAD)
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            alpn = ssl_object.selected_alpn_protocol()
+        if https:
+            ssl_object = transport.get_extra_info("ssl_object")
+            alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
             if alpn == "h2":
                 self._switch_to_h2()
             elif alpn is None and "h1" not in self.protocols:
@@ -601,27 +617,42 @@ class H1Protocol(asyncio.Protocol):
         header deadline, well within the graceful timeout."""
 
 
-def _connection_info(
-    transport: asyncio.Transport, scheme: str, state: WorkerState
-) -> ConnectionInfo:
-    sock = transport.get_extra_info("socket")
-    peer = transport.get_extra_info("peername")
-    local = transport.get_extra_info("sockname")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        remote_addr, remote_port = str(peer[0]), str(peer[1])
+@dataclass(frozen=True, slots=True)
+class Listening:
+    """What all connections of one listener share, worked out once per listener."""
+
+    inet: bool  # TCP (a peer address to read) rather than a UNIX socket
+    server_name: str
+    server_port: str
+    can_sendfile: bool
+    template: dict[str, Any]  # environ keys every request on this listener shares
+
+
+def listening_for(
+    sock: Any, scheme: str, protocols: frozenset[str], state: WorkerState
+) -> Listening:
+    inet = sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
+    if inet:
+        local = sock.getsockname()
         server_name, server_port = str(local[0]), str(local[1])
-    else:  # a UNIX socket: no peer address (PEP 3333 allows empty strings)
-        remote_addr, remote_port = "", ""
+    else:
         server_name, server_port = "localhost", "443" if scheme == "https" else "80"
-    return ConnectionInfo(
-        server_name=server_name,
-        server_port=server_port,
-        remote_addr=remote_addr,
-        remote_port=remote_port,
-        url_scheme=scheme,
-        from_trusted_proxy=state.proxy.trusts(remote_addr),
-        extra=_tls_environ(transport) if scheme == "https" else None,
+    # sendfile(2) needs a plain socket and a loop that implements loop.sendfile natively
+    # (asyncio's selector loops; uvloop does not): elsewhere the file is streamed.
+    can_sendfile = (
+        scheme == "http"
+        and sock is not None
+        and isinstance(asyncio.get_running_loop(), asyncio.selector_events.BaseSelectorEventLoop)
     )
+    settings = state.settings
+    base = ConnectionInfo(server_name, server_port, "", "", scheme, False)
+    template = environ_template(
+        base,
+        multithread=settings.multithread,
+        multiprocess=settings.multiprocess,
+        script_name=settings.script_name,
+    )
+    return Listening(inet, server_name, server_port, can_sendfile, template)
 
 
 def _tls_environ(transport: asyncio.Transport) -> dict[str, str]:

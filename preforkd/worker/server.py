@@ -9,7 +9,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from preforkd.worker.connection import H1Protocol
+from preforkd.worker.connection import H1Protocol, listening_for
 from preforkd.worker.state import WorkerState
 from preforkd.worker.tls import ListenerSpec
 
@@ -69,7 +69,8 @@ class Server:
         state = self.state
         scheme = "https" if listener.ssl_context else "http"
         protocols = listener.protocols
-        return lambda: H1Protocol(state, scheme, protocols)
+        listening = listening_for(listener.sock, scheme, protocols, state)
+        return lambda: H1Protocol(state, scheme, protocols, listening)
 
     def install_signal_handlers(self, reopen_logs: Callable[[], None]) -> None:
         add = self.loop.add_signal_handler
