@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events
 import logging
 import os
 import signal
@@ -90,16 +91,29 @@ class Server:
 
     async def serve_until_stopped(self) -> None:
         graceful = await self._stop_requested
-        for server in self.servers:
-            server.close()  # stop accepting; other workers keep serving the listeners
-        for _ in range(3):
-            # A connection accepted just before has its connection_made() still queued:
-            # let it register, so the drain below waits for its request too.
-            await asyncio.sleep(0)
+        await self._stop_accepting()
         if graceful:
             await self._drain()
         for conn in list(self.state.connections):
             conn.close()
+
+    async def _stop_accepting(self) -> None:
+        """Stop taking connections; other workers keep serving the shared listeners.
+
+        asyncio's selector loops create the transport of an accepted connection in a task,
+        a loop turn after accept(), and that fails if the Server is closed by then: the
+        connection is dropped with its request unread (a reset, seen under max-requests
+        recycling). So accepting stops first, the connections already accepted attach,
+        and only then are the Servers closed. (uvloop creates transports in accept.)"""
+        if isinstance(self.loop, asyncio.selector_events.BaseSelectorEventLoop):
+            for listener in self.listeners:
+                self.loop.remove_reader(listener.sock.fileno())
+        for _ in range(3):
+            # Accepted connections attach, and their connection_made() calls run, so
+            # the drain below knows them and waits for their requests.
+            await asyncio.sleep(0)
+        for server in self.servers:
+            server.close()
 
     async def _drain(self) -> None:
         state = self.state

@@ -8,6 +8,7 @@ deadline loop; every process started is stopped by PID.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -142,14 +143,28 @@ def stop_by_pid(pid: int) -> None:
 # --- HUP ---------------------------------------------------------------------------------
 
 
+# Both event loops: they accept and create transports differently (a drain bug once hit
+# asyncio's selector loop only).
+LOOPS = [
+    "asyncio",
+    pytest.param(
+        "uvloop",
+        marks=pytest.mark.skipif(importlib.util.find_spec("uvloop") is None,
+                                 reason="uvloop is not installed"),
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("preload", [False, True], ids=["import-in-worker", "preload"])
 def test_hup_loads_new_code_and_config_without_failed_requests(
-    start_server: Start, app_dir: Path, preload: bool
+    start_server: Start, app_dir: Path, preload: bool, loop: str
 ) -> None:
     write_app(app_dir / "versioned.py", "v1")
     config = app_dir / "preforkd.toml"
     config.write_text(f"workers = 2\npreload = {'true' if preload else 'false'}\n")
-    server = start_server("versioned:app", "-c", str(config), cwd=app_dir, env=NO_PYC)
+    env = {**NO_PYC, "PREFORKD_LOOP": loop}
+    server = start_server("versioned:app", "-c", str(config), cwd=app_dir, env=env)
     assert server.port is not None
     old = server.wait_workers(2)
     with Load(server.port) as load:
@@ -295,9 +310,18 @@ def test_request_past_request_timeout_is_logged_and_its_worker_recycled(
 # --- max-requests ---------------------------------------------------------------------------
 
 
-def test_max_requests_recycling_drops_no_request(start_server: Start) -> None:
+@pytest.mark.parametrize("loop", LOOPS)
+def test_max_requests_recycling_drops_no_request(start_server: Start, loop: str) -> None:
     server = start_server(
-        "probe:app", "-w", "2", "--max-requests", "15", "--max-requests-jitter", "5"
+        "probe:app",
+        "-w",
+        "2",
+        "--max-requests",
+        "15",
+        "--max-requests-jitter",
+        "5",
+        "--loop",
+        loop,
     )
     assert server.port is not None
     with Load(server.port, "/pid", threads=3) as load:
