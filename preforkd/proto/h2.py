@@ -12,8 +12,8 @@ must are done here instead:
 
 * **Field blocks.** HEADERS and CONTINUATION frames are collected here (bounded, against
   the CONTINUATION flood) and decoded by our own HPACK decoder. h2 then receives a single
-  stand-in HEADERS frame for the stream whose block is made of static-table entries only,
-  so its decoder never touches a dynamic table and its header checks always pass. The real
+  stand-in HEADERS frame for the stream whose block is empty (its header checks are
+  off), so its decoder never touches a dynamic table. The real
   fields are judged by ``h2_fields``: a malformed request is a *stream* error (RFC 9113
   §8.1.1) instead of h2's connection error, a decoding failure is COMPRESSION_ERROR
   (RFC 9113 §4.3) instead of PROTOCOL_ERROR, and content-length is checked here.

@@ -106,7 +106,7 @@ class Receiver:
 
     @staticmethod
     def _new_h2(settings: H2Settings) -> _H2:
-        # h2 only ever sees our stand-in header blocks (static-table fields we built) and
+        # h2 only ever sees our stand-in header blocks (empty) and
         # response fields that h2_fields.response_head has already checked, lower-cased and
         # stripped: its own header validation and normalisation would do the work twice
         # (a quarter of the HTTP/2 hot path in the bench profile).
