@@ -317,13 +317,7 @@ class H2Protocol(asyncio.Protocol):
         if not self.streams:
             self._idle_since = state.now
             if self._drain_started is not None:
-                asyncio.get_running_loop().call_soon(self._goaway_if_idle)
-
-    def _goaway_if_idle(self) -> None:
-        # After this iteration's output (the last stream's end) has been flushed.
-        if not self.streams and not self.closed:
-            self._flush()
-            self._goaway_and_close()
+                self.schedule_flush()  # the flush ends the drain once everything is framed
 
     # --- output and backpressure ----------------------------------------------------------
     def schedule_flush(self) -> None:
@@ -341,8 +335,15 @@ class H2Protocol(asyncio.Protocol):
             if data:
                 self.transport.write(data)
             self._release_ready()
+            if self._drain_started is not None and self._quiet():
+                self._goaway_and_close()
+                return
         if self.core.closed or self.core.done:
             self.close()
+
+    def _quiet(self) -> bool:
+        """No stream left: every app call is done and every response fully framed."""
+        return not self.streams and self.core.open_streams == 0
 
     def when_writable(self, stream: H2Stream, done: Callable[[], None]) -> None:
         if self.closed or (
@@ -405,13 +406,15 @@ class H2Protocol(asyncio.Protocol):
         flight then still has the other half to finish."""
         if self._drain_started is None:
             self._drain_started = self.state.now
-            if not self.streams:
-                self._goaway_and_close()
+            self._flush()  # ends the drain at once if nothing is in flight
 
     def _goaway_and_close(self) -> None:
-        # Nothing in flight: the final GOAWAY at once (RFC 9113 §6.8) and close.
+        """Nothing in flight and everything framed: the final GOAWAY (RFC 9113 §6.8), so it
+        follows the last DATA frame, then close."""
         self.core.finish_graceful_shutdown()
-        self._flush()
+        data = self.core.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
         self.close()
 
     def check_deadline(self, now: float) -> None:
@@ -442,9 +445,7 @@ class H2Protocol(asyncio.Protocol):
     def _check_liveness(self, now: float) -> None:
         settings, core = self.state.settings, self.core
         if self._drain_started is not None:
-            if not self.streams:
-                self._goaway_and_close()
-                return
+            # Once quiet, the flush that follows this check ends the drain.
             busy_for = now - self._drain_started
             if core.shutting_down:
                 if busy_for > settings.graceful_timeout / 2 + SHUTDOWN_ACK_TIMEOUT:
@@ -453,7 +454,7 @@ class H2Protocol(asyncio.Protocol):
                 core.start_graceful_shutdown()  # a connection that never goes quiet
             return
         if self._idle_since is not None and not self.streams:
-            if now - self._idle_since > settings.keep_alive:
+            if now - self._idle_since > settings.keep_alive and self._quiet():
                 self._goaway_and_close()
             return
         interval = settings.h2_ping_interval
