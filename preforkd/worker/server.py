@@ -104,16 +104,18 @@ class Server:
         a loop turn after accept(), and that fails if the Server is closed by then: the
         connection is dropped with its request unread (a reset, seen under max-requests
         recycling). So accepting stops first, the connections already accepted attach,
-        and only then are the Servers closed. (uvloop creates transports in accept.)"""
+        and only then are the Servers closed. (uvloop creates transports in accept but
+        calls connection_made() a turn later.)"""
         if isinstance(self.loop, asyncio.selector_events.BaseSelectorEventLoop):
             for listener in self.listeners:
                 self.loop.remove_reader(listener.sock.fileno())
-        for _ in range(3):
-            # Accepted connections attach, and their connection_made() calls run, so
-            # the drain below knows them and waits for their requests.
-            await asyncio.sleep(0)
+        await _turns(3)
         for server in self.servers:
             server.close()
+        # uvloop keeps accepting until close(); what it accepted last has connection_made()
+        # still queued. These turns let every accepted connection register, so the drain
+        # below waits for its request instead of exiting under it.
+        await _turns(3)
 
     async def _drain(self) -> None:
         state = self.state
@@ -173,3 +175,9 @@ class Server:
         if self.state.requests_served >= self.max_requests and not self._stop_requested.done():
             log.info("Served %d requests: recycling this worker", self.state.requests_served)
             self.stop(True)
+
+
+async def _turns(n: int) -> None:
+    """Let the loop run ``n`` iterations (callbacks queued meanwhile run too)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
