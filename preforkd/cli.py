@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -24,7 +25,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(argv)
     except EarlyExit as early:  # --help, --version
-        print(early.text.rstrip("\n"))
+        try:
+            print(early.text.rstrip("\n"), flush=True)
+        except BrokenPipeError:  # e.g. `preforkd --help | head`: the reader is gone
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return errors.EXIT_OK
     except errors.ConfigError as exc:
         return _fail(str(exc))

@@ -120,3 +120,16 @@ def test_python_dash_m_preforkd_without_app() -> None:
     result = run_module("preforkd")
     assert result.returncode == errors.EXIT_CONFIG_ERROR
     assert result.stderr.startswith("preforkd: error: no application given")
+
+
+def test_help_into_a_closed_pipe_is_quiet() -> None:
+    # `preforkd --help | head -1`: the reader exits early; no traceback, exit 0.
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "preforkd", "--help"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the child writes: its write meets a pipe with no reader
+    assert proc.wait(10) == 0
+    assert b"Traceback" not in proc.stderr.read()
