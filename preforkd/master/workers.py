@@ -98,10 +98,6 @@ class WorkerTable:
             slot += 1
         return slot
 
-    def of_generation(self, generation: int) -> list[Worker]:
-        """Every live worker of ``generation``, stopping or not."""
-        return [w for w in self if w.generation == generation]
-
     def ready_count(self, generation: int) -> int:
         return sum(1 for w in self.active(generation) if w.ready)
 

@@ -195,7 +195,6 @@ class H1Protocol(asyncio.Protocol):
         # The first bytes of a cleartext connection that may speak HTTP/2 (None: decided).
         self._sniff: bytes | None = b"" if "h2" in protocols and url_scheme == "http" else None
         self._upgrade: tuple[Request, str, bytearray] | None = None  # an h2c upgrade's body
-        self._switched = False
 
     # --- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -346,7 +345,6 @@ class H1Protocol(asyncio.Protocol):
         transport = self.transport
         assert transport is not None and self.info is not None
         h2 = H2Protocol(self.state, self.url_scheme, self.info, self.environ_template)
-        self._switched = True
         self.state.connections.discard(self)
         transport.set_protocol(h2)
         h2.adopt(transport)

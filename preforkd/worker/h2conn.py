@@ -186,11 +186,7 @@ class H2Protocol(asyncio.Protocol):
         self._headers_since: float | None = None
         self._drain_started: float | None = None
 
-    # --- taking over a transport (new connection, ALPN, preface or Upgrade) --------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.adopt(transport)  # type: ignore[arg-type]
-        self.start()
-
+    # --- taking over a transport from H1Protocol (ALPN, preface or Upgrade) --------------
     def adopt(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         self.state.connections.add(self)
