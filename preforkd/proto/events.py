@@ -8,7 +8,7 @@ with surrounding whitespace stripped. ``stream_id`` is 0 on HTTP/1.1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 Headers = list[tuple[str, str]]
 
@@ -28,7 +28,6 @@ class Request:
     stream_id: int = 0
     # HTTP/1.1 "Upgrade" token the client asked for (lower-case), e.g. "h2c" or "websocket".
     upgrade: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

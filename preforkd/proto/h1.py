@@ -61,9 +61,6 @@ __all__ = [
     "H1ProtocolError",
 ]
 
-# RFC 9110 §10.1.1: the interim response that tells a client to send the body it is
-# holding back behind "Expect: 100-continue".
-
 
 @dataclass(frozen=True, slots=True)
 class H1Limits:
@@ -536,12 +533,12 @@ class H1Connection:
             _valid_hosts.add(self._host or "")
 
     def _framing(self, version: str) -> tuple[bool, int | None]:
-        """Return (chunked, content_length) for the request body."""
+        """Return (chunked, content_length) for a request with TE or CL (the caller
+        handles the common case of neither: no body, RFC 9112 §6.3 item 7)."""
         te = self._transfer_encoding
         if te is None:
             raw = self._content_length
-            if raw is None:
-                return False, None  # RFC 9112 §6.3 item 7: no body
+            assert raw is not None
             if not (raw.isascii() and raw.isdigit()):  # llhttp has checked 1*DIGIT already
                 raise self._reject("invalid Content-Length")
             return False, int(raw)
@@ -595,6 +592,3 @@ class _Callbacks:
         self.on_headers_complete = conn._on_headers_complete
         self.on_body = conn._on_body
         self.on_message_complete = conn._on_message_complete
-
-
-# -- responses ------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ from preforkd.errors import LocalProtocolError, RemoteProtocolError
 from preforkd.proto import h2_frames as frames
 from preforkd.proto.events import Data, EndOfMessage, Event, Headers, Request
 from preforkd.proto.h2_config import ErrorCodes, H2ProtocolError, H2Settings
-from preforkd.proto.h2_fields import response_head
+from preforkd.proto.h2_fields import DROPPED_RESPONSE_FIELDS, response_head
 from preforkd.proto.h2_receive import (
     DEFAULT_WINDOW,
     MAX_STREAM_ID,
@@ -105,9 +105,7 @@ UPGRADE_RESPONSE = (
     b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
 )
 # Fields of an h2c upgrade request that only concerned the HTTP/1.1 connection.
-_UPGRADE_DROP = frozenset(
-    ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade")
-) | {"http2-settings"}
+_UPGRADE_DROP = DROPPED_RESPONSE_FIELDS | {"http2-settings"}
 
 
 class H2Connection(Receiver):
@@ -149,8 +147,11 @@ class H2Connection(Receiver):
         stream = Stream(1, request.method == "HEAD", request.content_length)
         stream.request_open = False  # h2's stream 1 is half-closed (remote) from the start
         self._streams[1] = stream
-        headers = [(n, v) for n, v in request.headers if n not in _UPGRADE_DROP]
-        headers = [(n, v) for n, v in headers if n != "te" or v.lower() == "trailers"]
+        headers = [
+            (n, v)
+            for n, v in request.headers
+            if n not in _UPGRADE_DROP and (n != "te" or v.lower() == "trailers")
+        ]
         events: list[Event] = [
             Request(
                 request.method,
@@ -432,7 +433,3 @@ class H2Connection(Receiver):
         """A header block has begun and not ended: the adapter times it like an HTTP/1.1
         request head (slowloris over CONTINUATION frames is bounded in size, not time)."""
         return self._block is not None
-
-    @property
-    def highest_stream_id(self) -> int:
-        return self._highest

@@ -187,10 +187,9 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # Fields the response builder owns or drops: RFC 9113 §8.2.2 forbids connection-specific
 # fields (PEP 3333 forbids hop-by-hop fields from the app anyway).
-_DROPPED = frozenset(
-    ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade")
-)
-_WATCHED = _DROPPED | {"content-length", "te", "date", "server"}
+# RFC 9113 §8.2.2: the connection-specific fields, as the str names the app gives.
+DROPPED_RESPONSE_FIELDS = frozenset(name.decode() for name in CONNECTION_FIELDS)
+_WATCHED = DROPPED_RESPONSE_FIELDS | {"content-length", "te", "date", "server"}
 
 
 @dataclass(slots=True)
@@ -226,7 +225,7 @@ def response_head(
                 if key == "content-length":
                     length = _response_length(value, length)
                     continue  # added back below when the status allows it
-                if key in _DROPPED or (key == "te" and value.lower() != "trailers"):
+                if key in DROPPED_RESPONSE_FIELDS or (key == "te" and value.lower() != "trailers"):
                     continue
                 has_date = has_date or key == "date"
                 has_server = has_server or key == "server"

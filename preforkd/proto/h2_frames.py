@@ -214,8 +214,8 @@ def settings_frame(settings: dict[int, int]) -> bytes:
     return _frame(SETTINGS, 0, 0, payload)
 
 
-def goaway_frame(last_stream_id: int, error_code: int, debug: bytes = b"") -> bytes:
-    payload = last_stream_id.to_bytes(4) + int(error_code).to_bytes(4) + debug
+def goaway_frame(last_stream_id: int, error_code: int) -> bytes:
+    payload = last_stream_id.to_bytes(4) + int(error_code).to_bytes(4)
     return _frame(GOAWAY, 0, 0, payload)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import deque
 
 import h2.events as h2e
-import h2.exceptions
 import h2.exceptions as h2x
 from h2.config import H2Configuration
 from h2.connection import H2Connection as _H2
@@ -43,12 +42,10 @@ __all__ = ["DEFAULT_WINDOW", "MAX_STREAM_ID", "PROBE_PING", "SHUTDOWN_PING", "Re
 
 MAX_STREAM_ID = 2**31 - 1
 DEFAULT_WINDOW = 65535
-# The stand-in block h2 sees for every new stream: empty. h2 only has to open the stream
-# and run its state machine; the real fields were decoded and judged here, and h2's own
-# header validation is off, so there is nothing for it to decode (it used to be four
-# static-table entries: decoding them cost h2 a tenth of the HTTP/2 request path).
-_STAND_IN_REQUEST = b""
-_STAND_IN_TRAILERS = b""
+# The header block h2 sees for every HEADERS frame: empty. h2 only opens the stream (or
+# takes the trailers) and runs its state machine; the real fields were decoded and judged
+# here, and h2's own header validation is off.
+_STAND_IN = b""
 PROBE_PING = b"preforkd"  # PING payloads are 8 bytes (RFC 9113 §6.7)
 SHUTDOWN_PING = b"shutdown"
 # Stream ids recently closed by END_STREAM in both directions, remembered so that DATA on
@@ -185,7 +182,7 @@ class Receiver:
         """Hand one frame to h2; its connection errors become ``H2ProtocolError``."""
         try:
             return self._h2.receive_data(raw)
-        except h2.exceptions.ProtocolError as exc:
+        except h2x.ProtocolError as exc:
             self._goaway_queued = True  # h2 has queued GOAWAY(exc.error_code)
             raise H2ProtocolError(str(exc) or type(exc).__name__, int(exc.error_code)) from exc
 
@@ -372,7 +369,7 @@ class Receiver:
         if request is not None and len(self._streams) >= self.settings.max_concurrent_streams:
             request, refusal = None, ErrorCodes.REFUSED_STREAM  # §5.1.2
         # h2 opens the stream (and applies the stream-id rules of §5.1.1) from a stand-in.
-        self._feed(frames.headers_frame(sid, _STAND_IN_REQUEST, end))
+        self._feed(frames.headers_frame(sid, _STAND_IN, end))
         if request is not None:
             self._accept(request, end)
         elif status:
@@ -414,9 +411,7 @@ class Receiver:
         if stream is None or not stream.request_open or stream.reset:
             # Not a stream that can take trailers: h2 answers from the stream's state
             # (RFC 9113 §5.1: STREAM_CLOSED, as a stream or a connection error).
-            self._translate(
-                self._feed(frames.headers_frame(sid, _STAND_IN_REQUEST, block.end_stream))
-            )
+            self._translate(self._feed(frames.headers_frame(sid, _STAND_IN, block.end_stream)))
             return
         # RFC 9113 §8.1: trailers. They are checked, then dropped (as over HTTP/1.1).
         try:
@@ -428,7 +423,7 @@ class Receiver:
         except Malformed:
             self._stream_error(sid, ErrorCodes.PROTOCOL_ERROR, "malformed trailers")
             return
-        self._translate(self._feed(frames.headers_frame(sid, _STAND_IN_TRAILERS, True)))
+        self._translate(self._feed(frames.headers_frame(sid, _STAND_IN, True)))
 
     # -- h2 events --------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from h2.connection import H2Connection as _H2
 from h2.errors import ErrorCodes
 
-__all__ = ["QUANTUM", "Stream", "frame_data"]
+__all__ = ["Stream", "frame_data"]
 
 # The most a stream sends per round of the scheduler (also the RFC default frame size): a
 # large download interleaves with small responses at this grain.
@@ -112,16 +112,14 @@ class Stream:
         self.end_pending = False
 
 
-def frame_data(
-    conn: _H2, ready: deque[Stream], finished: Callable[[Stream], None], quantum: int = QUANTUM
-) -> None:
+def frame_data(conn: _H2, ready: deque[Stream], finished: Callable[[Stream], None]) -> None:
     """Frame queued response data fairly; ``ready`` holds the streams with output pending.
 
     Streams blocked by flow control stay in ``ready``; a stream whose END_STREAM (or, when
     its body fell short of its Content-Length, its RST_STREAM) was framed is passed to
     ``finished``.
     """
-    size = min(conn.max_outbound_frame_size, quantum)
+    size = min(conn.max_outbound_frame_size, QUANTUM)
     progress = True
     while progress and ready:
         progress = False

@@ -10,8 +10,8 @@ from __future__ import annotations
 import enum
 
 from preforkd.proto.events import Request
+from preforkd.proto.h2_frames import PREFACE
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # A GOAWAY with last stream 0 and PROTOCOL_ERROR (RFC 9113 §6.8, §7): the answer to bytes
 # that begin like the preface but are not it (§3.4: "MUST treat ... as a connection error").
 GOAWAY_PROTOCOL_ERROR = b"\x00\x00\x08\x07\x00\x00\x00\x00\x00" + b"\x00" * 4 + b"\x00\x00\x00\x01"

@@ -86,13 +86,15 @@ def test_upgrade_with_body_read_over_http1() -> None:
         server.receive_upgrade_body(b"more")
 
 
-def test_connection_fields_of_the_upgrade_request_are_dropped() -> None:
+@pytest.mark.parametrize(("te", "kept"), [(b"trailers", True), (b"gzip", False)])
+def test_connection_fields_of_the_upgrade_request_are_dropped(te: bytes, kept: bool) -> None:
+    # RFC 9113 §8.2.2: no connection-specific fields, and TE only as "trailers".
     _, settings = client()
-    request = upgrade_request(settings, b"Keep-Alive: 5\r\nTE: trailers\r\n")[0]
+    request = upgrade_request(settings, b"Keep-Alive: 5\r\nTE: " + te + b"\r\n")[0]
     assert isinstance(request, Request)
     (upgraded, _) = H2Connection().initiate_upgrade(settings, request)
     assert isinstance(upgraded, Request)
-    assert [n for n, _ in upgraded.headers] == ["host", "te"]
+    assert [n for n, _ in upgraded.headers] == (["host", "te"] if kept else ["host"])
 
 
 def test_client_settings_from_the_header_apply() -> None:
