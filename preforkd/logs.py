@@ -139,19 +139,16 @@ def escape(value: str) -> str:
     return _UNSAFE.sub(_escape_char, value)
 
 
-def _header(headers: list[tuple[str, str]], name: str) -> str | None:
-    """The value of header ``name`` (lower-case); repeated headers are joined by ', '."""
-    values = [v for k, v in headers if k == name]
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else ", ".join(values)
+def _header(headers: list[tuple[str, str]], name: str, fold: bool = False) -> str | None:
+    """The value of header ``name`` (lower-case); repeated headers are joined by ', '.
 
-
-def _response_header(headers: list[tuple[str, str]], name: str) -> str | None:
-    values = [v for k, v in headers if k.lower() == name]
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else ", ".join(values)
+    Request header names arrive lower-cased; response ones as the app wrote them
+    (``fold``). No list is built for the usual single occurrence."""
+    found: str | None = None
+    for key, value in headers:
+        if (key.lower() if fold else key) == name:
+            found = value if found is None else f"{found}, {value}"
+    return found
 
 
 def _basic_auth_user(record: AccessRecord) -> str | None:
@@ -225,7 +222,7 @@ def _atom(atom: str) -> Render:
     name, kind = atom[1:-2], atom[-1]  # "{x-request-id}i"
     if kind == "i":
         return lambda r: _or_dash(_header(r.request_headers, name))
-    return lambda r: _or_dash(_response_header(r.response_headers, name))
+    return lambda r: _or_dash(_header(r.response_headers, name, fold=True))
 
 
 # The keys of a JSON access log line, in order. Absent values are null.

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
+from preforkd.logs import AccessLog, AccessRecord
 from preforkd.proto.h1 import H1Limits
 from preforkd.proto.h2 import H2Settings
 from preforkd.worker.pool import AppThreads
 from preforkd.wsgi.environ import ProxyTrust
 
 if TYPE_CHECKING:
-    from preforkd.logs import AccessLog, AccessRecord
     from preforkd.wsgi.bridge import WSGICycle
 
 
@@ -65,6 +65,7 @@ class WorkerState:
     # Coarse clocks, refreshed by the worker's ticker: the hot path reads attributes
     # instead of calling time functions and formatting dates per request.
     now: float = field(default_factory=time.monotonic)
+    pid: int = field(default_factory=os.getpid)  # made after fork, in the worker
     date_header: bytes = b""
 
     def tick(self) -> None:
@@ -96,16 +97,14 @@ class WorkerState:
             cycle.run()
             access_log = self.access_log
             if access_log is not None and access_log.enabled:
-                access_log.log(_access_record(cycle))
+                access_log.log(_access_record(cycle, self.pid))
         finally:
             self.running.pop(ident, None)
             with self._lock:
                 self.cycles_finished += 1
 
 
-def _access_record(cycle: WSGICycle) -> AccessRecord:
-    from preforkd.logs import AccessRecord
-
+def _access_record(cycle: WSGICycle, pid: int) -> AccessRecord:
     request, environ = cycle.request, cycle.environ
     status = cycle.status or "500"
     return AccessRecord(
@@ -120,5 +119,5 @@ def _access_record(cycle: WSGICycle) -> AccessRecord:
         response_headers=cycle.response_headers,
         start_time=cycle.start_time,
         duration=cycle.duration,
-        pid=os.getpid(),
+        pid=pid,
     )
