@@ -257,11 +257,12 @@ def test_json_format_keys_and_escaping() -> None:
 # --- Writing ---------------------------------------------------------------------------
 
 
-def test_disabled_access_log_does_nothing() -> None:
+def test_disabled_access_log_does_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     access_log = AccessLog(None, COMBINED_FORMAT)
     assert not access_log.enabled
     access_log.log(record())
     access_log.reopen()
+    assert capsys.readouterr() == ("", "")
 
 
 def test_stdout(capsys: pytest.CaptureFixture[str]) -> None:

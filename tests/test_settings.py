@@ -320,8 +320,8 @@ def test_subconfig() -> None:
         limit_request_line: int
         limit_request_fields: int
 
-    cfg = Config(app="m:a", limit_request_line=100)
-    assert subconfig(cfg, Limits) == Limits(100, 100)
+    cfg = Config(app="m:a", limit_request_line=123)  # differs from every default
+    assert subconfig(cfg, Limits) == Limits(123, 100)
 
 
 # --- Help and version ------------------------------------------------------------------

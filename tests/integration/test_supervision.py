@@ -158,7 +158,6 @@ def test_term_kills_request_slower_than_graceful_timeout(
     assert 0.9 <= elapsed < 5.0
     log = server.log()
     assert re.search(r"did not stop in time; killing it|Graceful timeout: closing", log), log
-    assert "stopped" in log
 
 
 def test_int_stops_quickly(start_server: Start, tmp_path: Path) -> None:

@@ -141,7 +141,7 @@ def test_exc_info_replaces_headers_before_they_are_sent() -> None:
         return [b"err"]
 
     channel, _ = serve(app)
-    assert channel.head is not None and channel.head[0] == "500 Oops"
+    assert channel.head == ("500 Oops", [("X-B", "2"), ("Content-Length", "3")])
 
 
 def test_exc_info_after_head_sent_reraises() -> None:
@@ -169,7 +169,9 @@ def test_second_start_response_without_exc_info_is_an_error() -> None:
         start_response("200 OK", [])
         return []
 
-    assert serve(app)[0].failed is False
+    channel, cycle = serve(app)
+    assert channel.failed is False and channel.head is None  # the channel answers 500
+    assert cycle.status == "500 Internal Server Error"
 
 
 @pytest.mark.parametrize(
@@ -198,14 +200,18 @@ def test_str_body_is_an_app_error() -> None:
         start_response("200 OK", [])
         return ["text"]
 
-    assert serve(app)[0].failed is False
+    channel, cycle = serve(app)
+    assert channel.failed is False and channel.head is None  # the channel answers 500
+    assert cycle.status == "500 Internal Server Error"
 
 
 def test_body_before_start_response_is_an_app_error() -> None:
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         return [b"x"]
 
-    assert serve(app)[0].failed is False
+    channel, cycle = serve(app)
+    assert channel.failed is False and channel.head is None  # the channel answers 500
+    assert cycle.status == "500 Internal Server Error"
 
 
 def test_writes_wait_for_the_loop_to_take_the_data() -> None:
