@@ -1,8 +1,9 @@
 """A worker process's life, from the moment the master forks it.
 
-Start-up checklist (order matters, see docs/architecture): reset signal dispositions,
-set the process title, reseed random, apply umask and drop privileges, load the app,
-create the event loop, serve on the inherited listeners, report "ready" to the master.
+Start-up checklist (order matters): the master's process layer has already reset the
+signal dispositions and inherited the umask (preforkd.master.process); here we set the
+process title, reseed random, drop privileges, load the app, create the event loop,
+serve on the inherited listeners, and report "ready" to the master.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import gc
 import logging
 import os
 import random
-import signal
 import socket
 from collections.abc import Callable
 from contextlib import suppress
@@ -40,11 +40,6 @@ READY_MESSAGE = b"ready %d\n"
 # ... and this one when it begins a graceful stop of its own accord (--max-requests,
 # --request-timeout), so that the master starts its replacement at once.
 DRAINING_MESSAGE = b"draining %d\n"
-
-_MASTER_SIGNALS = (
-    signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
-    signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD,
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,7 +69,6 @@ def notify_draining(fd: int) -> None:
 def run_worker(spec: WorkerSpec) -> int:
     """Run a worker to completion in the forked child; returns its exit code."""
     cfg = spec.cfg
-    _reset_signals()
     install_stack_dumper()  # SIGABRT from the master: log every thread's stack, die
     _set_title(f"preforkd: worker {spec.worker_id} [{cfg.app}]")
     random.seed()
@@ -121,15 +115,16 @@ def _serve(spec: WorkerSpec, app: WSGIApp, loop: asyncio.AbstractEventLoop) -> i
         app_on_loop=cfg.app_on_loop,
         access_log=access_log,
     )
-    jitter = random.randint(0, cfg.max_requests_jitter) if cfg.max_requests else 0
+    max_requests = cfg.max_requests
+    if max_requests:
+        max_requests += random.randint(0, cfg.max_requests_jitter)
     server = Server(
         loop,
         state,
         listener_specs(cfg, spec.listeners),
         backlog=cfg.backlog,
-        graceful_timeout=cfg.graceful_timeout,
         master_pid=spec.master_pid,
-        max_requests=cfg.max_requests + jitter if cfg.max_requests else 0,
+        max_requests=max_requests,
         handshake_timeout=cfg.handshake_timeout,
     )
 
@@ -202,17 +197,12 @@ def connection_settings(cfg: Config) -> ConnectionSettings:
         ),
         h2_ping_interval=cfg.http2_ping_interval,
         graceful_timeout=cfg.graceful_timeout,
-        multiprocess=cfg.workers > 1,
+        # Other processes may run the app at the same time even with --workers 1: after
+        # TTIN, and while a reload or a recycled worker overlaps two generations.
+        multiprocess=True,
         multithread=cfg.threads > 1,
         script_name=default_script_name(),
     )
-
-
-def _reset_signals() -> None:
-    """The master's handlers and wakeup fd must not fire in the child."""
-    signal.set_wakeup_fd(-1)
-    for sig in _MASTER_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
 
 
 def _set_title(title: str) -> None:

@@ -31,7 +31,6 @@ class Server:
         listeners: list[ListenerSpec],
         *,
         backlog: int,
-        graceful_timeout: float,
         master_pid: int,
         max_requests: int = 0,
         handshake_timeout: float = 10.0,
@@ -40,7 +39,6 @@ class Server:
         self.state = state
         self.listeners = listeners
         self.backlog = backlog
-        self.graceful_timeout = graceful_timeout
         self.master_pid = master_pid
         self.max_requests = max_requests
         self.handshake_timeout = handshake_timeout
@@ -124,7 +122,7 @@ class Server:
             state.on_draining()
         for conn in list(state.connections):
             conn.drain()
-        self._drain_deadline = state.now + self.graceful_timeout
+        self._drain_deadline = time.monotonic() + state.settings.graceful_timeout
         if state.connections or state.in_flight:
             self._drained = self.loop.create_future()
             self.loop.call_later(DRAIN_TICK, self._poll_drain)
@@ -152,8 +150,7 @@ class Server:
             self._check()
         except Exception:  # the ticker must survive anything, or timeouts stop for good
             log.exception("Worker housekeeping failed")
-        interval = DRAIN_TICK if self.state.draining else self.tick_interval
-        self.loop.call_later(interval, self._tick)
+        self.loop.call_later(self.tick_interval, self._tick)
 
     def _check(self) -> None:
         state = self.state
@@ -166,10 +163,6 @@ class Server:
         if os.getppid() != self.master_pid and not self._stop_requested.done():
             log.warning("The master (pid %d) is gone; stopping", self.master_pid)
             self.stop(True)
-        drained = self._drained
-        idle = not (state.connections or state.in_flight)
-        if drained is not None and not drained.done() and (idle or now >= self._drain_deadline):
-            drained.set_result(None)
 
     def _check_max_requests(self) -> None:
         if self.state.requests_served >= self.max_requests and not self._stop_requested.done():
