@@ -4,7 +4,6 @@ title, preloading the application, and the no-threads-before-fork check."""
 from __future__ import annotations
 
 import grp
-import importlib
 import logging
 import os
 import pwd
@@ -13,11 +12,12 @@ import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
 
 from preforkd.config import Config
 from preforkd.errors import ConfigError
 from preforkd.heartbeat import HeartbeatTable
+from preforkd.loading import load_app
+from preforkd.logs import reopen_log_files
 from preforkd.master.reload import Origin
 from preforkd.worker.main import WSGIApp
 
@@ -122,34 +122,17 @@ def set_title(title: str) -> None:
 
 def preload_app(cfg: Config) -> WSGIApp:
     """Load the application in the master (--preload); raises AppLoadError."""
-    # Imported by name: preforkd.loading is written in parallel with this module.
-    loading = importlib.import_module("preforkd.loading")
-    app: WSGIApp = loading.load_app(cfg.app, chdir=cfg.chdir, pythonpath=cfg.pythonpath)
-    return app
+    return load_app(cfg.app, chdir=cfg.chdir, pythonpath=cfg.pythonpath)
 
 
 def reopen_master_logs() -> None:
     """USR1 in the master: reopen the log files (the workers get the signal too)."""
-    reopen = log_reopener()
-    if reopen is None:
-        log.warning("USR1: cannot reopen log files (preforkd.logs is missing)")
-        return
     try:
-        reopen()
+        reopen_log_files()
     except Exception:
         log.exception("USR1: could not reopen the log files")
     else:
         log.info("USR1: log files reopened")
-
-
-def log_reopener() -> Callable[[], Any] | None:
-    """preforkd.logs.reopen_log_files, or None while that module does not exist."""
-    try:
-        logs = importlib.import_module("preforkd.logs")
-    except ImportError:
-        return None
-    reopen: Callable[[], Any] | None = getattr(logs, "reopen_log_files", None)
-    return reopen
 
 
 def other_threads() -> list[str]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import select
 import signal
-import sys
-import types
 from queue import SimpleQueue
 
 import pytest
 
+from preforkd.master import startup
 from preforkd.master.signals import Command, MasterPipes, SignalHandlers
 from tests.master.fakes import WouldBlockForever
 
@@ -62,9 +61,7 @@ def test_ttin_while_a_retired_worker_drains_takes_a_free_slot(make_master):
 
 def test_usr1_reopens_log_files_and_is_forwarded(make_master, monkeypatch, caplog):
     calls = []
-    logs = types.ModuleType("preforkd.logs")
-    logs.reopen_log_files = lambda: calls.append("reopen")  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "preforkd.logs", logs)
+    monkeypatch.setattr(startup, "reopen_log_files", lambda: calls.append("reopen"))
     master = make_master(workers=2)
     pids = master.boot()
     master.signal(signal.SIGUSR1)
