@@ -42,7 +42,8 @@ def test_mypy_strict() -> None:
 def test_protocol_cores_import_no_io() -> None:
     # Architecture rule: the protocol layer is IO-free, so it can be tested byte by byte.
     code = (
-        "import sys, preforkd.proto.events, preforkd.proto.h1, preforkd.proto.h1_response, "
+        "import sys, preforkd.proto.events, preforkd.proto.fields, preforkd.proto.h1, "
+        "preforkd.proto.h1_response, "
         "preforkd.proto.h2, preforkd.proto.negotiate; "
         "print(','.join(sorted(m for m in ('asyncio', 'socket') if m in sys.modules)))"
     )

@@ -9,28 +9,24 @@ or close-delimited framing as the request and status allow (RFC 9112 §6, §7; R
 from __future__ import annotations
 
 import enum
-import re
 from http import HTTPStatus
 
 from preforkd.errors import LocalProtocolError
 from preforkd.proto.events import Request
+from preforkd.proto.fields import (
+    check_name,
+    check_status,
+    check_value,
+    content_length,
+    valid_names,
+    valid_statuses,
+)
 
 __all__ = ["CONTINUE_RESPONSE", "ResponseFramer", "error_response"]
 
 _CACHE_MAX = 1024  # bound of the memo tables below (names and statuses repeat endlessly)
 
 CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-# RFC 9110 §5.6.2: field-name = token.
-_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# RFC 9110 §5.5: CR, LF and NUL are dangerous in a field value and the other CTLs (except
-# HTAB) invalid; obs-text (0x80-0xFF) is allowed.
-_BAD_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-# RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ].
-_STATUS_RE = re.compile(r"([1-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
-
-_valid_names: set[str] = set()
-_valid_statuses: dict[str, tuple[int, str]] = {}  # status -> (code, status line)
 
 # Response fields the framer owns or must drop (PEP 3333 forbids hop-by-hop fields from
 # the app; RFC 9110 §7.6.1 lists them).
@@ -96,20 +92,20 @@ class ResponseFramer:
         """
         if self._stage:
             raise LocalProtocolError("head() called twice", 500)
-        code, status_line = _valid_statuses.get(status) or _check_status(status)
+        code, status_line = valid_statuses.get(status) or check_status(status)
         request = self._request
         lines = [status_line]
         length: int | None = None
         close = has_date = has_server = False
         for name, value in headers:
-            if name not in _valid_names:
-                _check_name(name)
+            if name not in valid_names:
+                check_name(name)
             if type(value) is not str or not value.isprintable():
-                _check_value(name, value)
+                check_value(name, value)
             key = name.lower()
             if key in _R_WATCHED:
                 if key == _R_CL:
-                    length = _content_length(value, length)
+                    length = content_length(value, length)
                     continue  # added back below, when the status allows it
                 if key == _R_TE:
                     # PEP 3333: no hop-by-hop fields from the app. "chunked" is taken as
@@ -218,39 +214,6 @@ class ResponseFramer:
         elif self._framing is _CLOSE:
             self.keep_alive = False
         return b""
-
-
-def _check_status(status: str) -> tuple[int, str]:
-    if type(status) is not str or _STATUS_RE.fullmatch(status) is None:
-        raise LocalProtocolError(f"invalid status {status!r}", 500)
-    # The SP after the code is required even without a reason phrase (RFC 9112 §4).
-    result = int(status[:3]), f"HTTP/1.1 {status if len(status) > 3 else status + ' '}\r\n"
-    if len(_valid_statuses) < _CACHE_MAX:
-        _valid_statuses[status] = result
-    return result
-
-
-def _check_name(name: object) -> None:
-    if type(name) is not str or _TOKEN_RE.fullmatch(name) is None:
-        raise LocalProtocolError(f"invalid header name {name!r}", 500)
-    if len(_valid_names) < _CACHE_MAX:
-        _valid_names.add(name)
-
-
-def _check_value(name: str, value: object) -> None:
-    if type(value) is not str or _BAD_VALUE_RE.search(value) is not None:
-        raise LocalProtocolError(f"invalid value for header {name!r}: {value!r}", 500)
-
-
-def _content_length(value: str, previous: int | None) -> int:
-    text = value.strip()
-    # RFC 9110 §8.6: Content-Length = 1*DIGIT (isdigit alone would accept "²").
-    if not (text.isascii() and text.isdigit()):
-        raise LocalProtocolError(f"invalid Content-Length {value!r}", 500)
-    length = int(text)
-    if previous is not None and previous != length:
-        raise LocalProtocolError("conflicting Content-Length values", 500)
-    return length
 
 
 # -- canned responses -----------------------------------------------------------------------

@@ -14,6 +14,14 @@ from dataclasses import dataclass
 
 from preforkd.errors import LocalProtocolError
 from preforkd.proto.events import Headers, Request
+from preforkd.proto.fields import (
+    check_name,
+    check_status,
+    check_value,
+    content_length,
+    valid_names,
+    valid_statuses,
+)
 
 __all__ = [
     "Malformed",
@@ -181,10 +189,6 @@ def check_trailers(fields: Fields) -> None:
 
 # -- responses ----------------------------------------------------------------------------
 
-# RFC 9110 §15: a three-digit code; the reason phrase is not sent in HTTP/2 (RFC 9113 §8.3.2).
-_STATUS = re.compile(r"([1-5][0-9][0-9])(?: .*)?", re.DOTALL)
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # Fields the response builder owns or drops: RFC 9113 §8.2.2 forbids connection-specific
 # fields (PEP 3333 forbids hop-by-hop fields from the app anyway).
 # RFC 9113 §8.2.2: the connection-specific fields, as the str names the app gives.
@@ -204,26 +208,24 @@ def response_head(
     status: str, headers: Headers, head_request: bool, date: bytes, server: bytes
 ) -> ResponseHead:
     """Check an application's status and headers; raise ``LocalProtocolError`` (500)."""
-    match = _STATUS.fullmatch(status) if type(status) is str else None
-    if match is None:
-        raise LocalProtocolError(f"invalid status {status!r}", 500)
-    code = int(match.group(1))
+    # The same WSGI status rules as HTTP/1.1; only the code is sent (RFC 9113 §8.3.2).
+    code = (valid_statuses.get(status) or check_status(status))[0]
     if code == 101:
         raise LocalProtocolError("101 is not used in HTTP/2 (RFC 9113 §8.6)", 500)
-    fields: Fields = [(b":status", match.group(1).encode("ascii"))]
+    fields: Fields = [(b":status", status[:3].encode("ascii"))]
     length: int | None = None
     has_date = has_server = False
     try:
         for name, value in headers:
-            if type(name) is not str or _TOKEN.fullmatch(name) is None:
-                raise LocalProtocolError(f"invalid header name {name!r}", 500)
-            if type(value) is not str or _BAD_TEXT.search(value) is not None:
-                raise LocalProtocolError(f"invalid value for header {name!r}: {value!r}", 500)
+            if name not in valid_names:
+                check_name(name)
+            if type(value) is not str or not value.isprintable():
+                check_value(name, value)
             key = name.lower()
             value = value.strip(" \t")  # RFC 9113 §8.2.1: no whitespace at either end
             if key in _WATCHED:
                 if key == "content-length":
-                    length = _response_length(value, length)
+                    length = content_length(value, length)
                     continue  # added back below when the status allows it
                 if key in DROPPED_RESPONSE_FIELDS or (key == "te" and value.lower() != "trailers"):
                     continue
@@ -255,12 +257,3 @@ def server_response(status: int, date: bytes, server: bytes) -> Fields:
         fields.append((b"server", server))
     fields.append((b"content-length", b"0"))
     return fields
-
-
-def _response_length(value: str, previous: int | None) -> int:
-    if not (value.isascii() and value.isdigit()):
-        raise LocalProtocolError(f"invalid Content-Length {value!r}", 500)
-    length = int(value)
-    if previous is not None and previous != length:
-        raise LocalProtocolError("conflicting Content-Length values", 500)
-    return length
