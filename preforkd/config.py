@@ -356,8 +356,3 @@ class Config:
     )
 
 # fmt: on
-
-
-def settings() -> list[tuple[str, Setting, Any]]:
-    """Every setting as (field name, Setting, default), in declaration order."""
-    return [(f.name, f.metadata["setting"], f.default) for f in dataclasses.fields(Config)]

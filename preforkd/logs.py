@@ -219,6 +219,8 @@ _ATOMS: dict[str, Render] = {
 def _atom(atom: str) -> Render:
     if atom in _ATOMS:
         return _ATOMS[atom]
+    if not atom.startswith("{"):  # a code parsers.ACCESS_LOG_ATOMS knows but we do not
+        raise ValueError(f"access log atom %({atom})s has no renderer")
     name, kind = atom[1:-2], atom[-1]  # "{x-request-id}i"
     if kind == "i":
         return lambda r: _or_dash(_header(r.request_headers, name))

@@ -162,7 +162,7 @@ def split_access_log_format(fmt: str) -> tuple[str, tuple[str, ...]]:
         header = _HEADER_ATOM.match(atom)
         if header:
             atom = "{" + header.group(1).lower() + "}" + header.group(2)
-        elif atom not in ACCESS_LOG_ATOMS or atom.startswith("{"):
+        elif atom not in ACCESS_LOG_ATOMS:
             known = " ".join(a for a in ACCESS_LOG_ATOMS if not a.startswith("{"))
             raise ValueError(
                 f"unknown access log atom %({atom})s (known: {known}, {{header}}i, {{header}}o)"

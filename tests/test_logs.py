@@ -313,3 +313,11 @@ def test_write_failure_is_reported_once_and_never_raises(
     access_log.close()
     failures = [r for r in caplog.records if "cannot write to the access log" in r.message]
     assert len(failures) == 1
+
+
+def test_every_declared_atom_has_a_renderer() -> None:
+    # An atom the format validator accepts but the renderer lacks would log "-" silently.
+    from preforkd import logs
+    from preforkd.parsers import ACCESS_LOG_ATOMS
+
+    assert set(logs._ATOMS) == {a for a in ACCESS_LOG_ATOMS if not a.startswith("{")}
