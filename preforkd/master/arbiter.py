@@ -354,8 +354,19 @@ class Arbiter:
 
     # --- stopping ------------------------------------------------------------------------
 
+    def _stop_listening(self) -> None:
+        """Close the master's copies of the listeners as a stop begins. Each worker closes
+        its own once it has accepted what is queued (worker/server.py), so the port then
+        refuses new connections at once and a load balancer moves on, while the requests
+        in flight finish. Sockets inherited from systemd stay open in systemd, which queues
+        new connections for the next start. (A successor master after USR2 holds copies
+        of its own, so this never closes a port it serves.)"""
+        for sock in self._socks:
+            sock.close()
+
     def _stop_gracefully(self) -> None:
         self.phase = Phase.STOPPING
+        self._stop_listening()
         self.watcher.stop()
         for worker in self.workers:
             if not worker.stopping:
@@ -363,6 +374,7 @@ class Arbiter:
 
     def _stop_quickly(self) -> None:
         self.phase = Phase.STOPPING
+        self._stop_listening()
         self.quick = True
         self.watcher.stop()
         timeout = min(QUICK_STOP_TIMEOUT, self.cfg.graceful_timeout)

@@ -460,11 +460,11 @@ class H1Protocol(asyncio.Protocol):
                 self.write([error_response(self.protocol_error.status, state.date_header)])
             self.close()
             return
-        if (
-            not keep_alive
-            or (self._peer_eof and not self._pending)
-            or (state.draining and not self._pending)
-        ):
+        # A draining worker does not close here after a response that promised keep-alive
+        # (its head was framed before the drain began): the client may already be sending
+        # its next request on this connection. That request is answered with
+        # "Connection: close"; an idle connection ends at its keep-alive deadline.
+        if not keep_alive or (self._peer_eof and not self._pending):
             self.close()
             return
         if exchange.body_complete:
@@ -611,8 +611,12 @@ class H1Protocol(asyncio.Protocol):
     def drain(self) -> None:
         """Graceful stop. Nothing is closed here: a connection may hold a request we have
         not read yet (closing it would drop that request). A request that arrives now is
-        answered with "Connection: close"; an idle connection ends at its keep-alive or
-        header deadline, well within the graceful timeout."""
+        answered with "Connection: close", and so is the one in progress if its head is
+        not framed yet; an idle connection ends at its keep-alive or header deadline, well
+        within the graceful timeout."""
+        current = self.current
+        if current is not None and not current.response_started:
+            current.request.keep_alive = False
 
 
 @dataclass(frozen=True, slots=True)

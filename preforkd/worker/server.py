@@ -7,6 +7,8 @@ import asyncio.selector_events
 import logging
 import os
 import signal
+import socket
+import ssl
 import time
 from collections.abc import Callable
 
@@ -19,6 +21,14 @@ log = logging.getLogger("preforkd.worker")
 MAX_TICK = 1.0  # the ticker refreshes clocks and checks deadlines at least this often
 MIN_TICK = 0.05
 DRAIN_TICK = 0.05
+# How much earlier than the master's SIGKILL a draining worker gives up by itself: a
+# tenth of --graceful-timeout, at most one second (the time to log, close and exit).
+DRAIN_MARGIN_MAX = 1.0
+
+
+def worker_drain_time(graceful_timeout: float) -> float:
+    """The part of --graceful-timeout a worker spends draining before it gives up."""
+    return graceful_timeout - min(DRAIN_MARGIN_MAX, graceful_timeout / 10)
 
 
 class Server:
@@ -43,6 +53,7 @@ class Server:
         self.max_requests = max_requests
         self.handshake_timeout = handshake_timeout
         self.servers: list[asyncio.base_events.Server] = []
+        self._factories: list[Callable[[], H1Protocol]] = []
         self._stop_requested: asyncio.Future[bool] = loop.create_future()  # True: graceful
         self._drained: asyncio.Future[None] | None = None
         self._drain_deadline = 0.0
@@ -54,8 +65,10 @@ class Server:
 
     async def start(self) -> None:
         for listener in self.listeners:
+            factory = self._protocol_factory(listener)
+            self._factories.append(factory)
             server = await self.loop.create_server(
-                self._protocol_factory(listener),
+                factory,
                 sock=listener.sock,
                 backlog=self.backlog,
                 ssl=listener.ssl_context,
@@ -84,8 +97,25 @@ class Server:
     def stop(self, graceful: bool = True) -> None:
         if not self._stop_requested.done():
             self._stop_requested.set_result(graceful)
+            if graceful:
+                self._begin_drain()
         elif not graceful and self._drained is not None and not self._drained.done():
             self._drained.set_result(None)  # a quick stop cuts a graceful one short
+
+    def _begin_drain(self) -> None:
+        """Mark the worker draining *now*, in the same loop turn as the stop request.
+
+        From here on every response this worker frames says "Connection: close", and a
+        response already framed with keep-alive leaves its connection open for the
+        client's next request (which then gets the close). Setting the flag later, after
+        accepting has stopped, left a window of loop turns in which a keep-alive response
+        was followed by a close the client never heard of: its next request was lost."""
+        state = self.state
+        state.draining = True
+        if state.on_draining is not None:
+            state.on_draining()
+        for conn in list(state.connections):
+            conn.drain()
 
     async def serve_until_stopped(self) -> None:
         graceful = await self._stop_requested
@@ -96,14 +126,24 @@ class Server:
             conn.close()
 
     async def _stop_accepting(self) -> None:
-        """Stop taking connections; other workers keep serving the shared listeners.
+        """Stop taking connections and close this worker's copy of each listener, without
+        dropping a connection the kernel has already completed.
+
+        A listening socket stops listening only when its last descriptor closes; then the
+        kernel resets every connection still in its accept queue, requests and all. On a
+        reload other workers hold the socket open, but on a graceful stop of the whole
+        server (the master has closed its copies) this worker may be the last holder. So
+        each listener is kept open through a duplicate while the loop's own server stops,
+        the queue is swept with non-blocking accept() calls whose connections are served
+        like any other, and only then is the duplicate closed. What arrives in the few
+        microseconds between the last accept() and the close is refused or reset by the
+        kernel: the price of refusing new clients at once, so a load balancer moves on.
 
         asyncio's selector loops create the transport of an accepted connection in a task,
-        a loop turn after accept(), and that fails if the Server is closed by then: the
-        connection is dropped with its request unread (a reset, seen under max-requests
-        recycling). So accepting stops first, the connections already accepted attach,
-        and only then are the Servers closed. (uvloop creates transports in accept but
-        calls connection_made() a turn later.)"""
+        a loop turn after accept(), and that fails if the Server is closed by then, hence
+        the turns between removing the reader and closing. (uvloop creates transports in
+        accept but calls connection_made() a turn later.)"""
+        keep = [os.dup(listener.sock.fileno()) for listener in self.listeners]
         if isinstance(self.loop, asyncio.selector_events.BaseSelectorEventLoop):
             for listener in self.listeners:
                 self.loop.remove_reader(listener.sock.fileno())
@@ -114,24 +154,58 @@ class Server:
         # still queued. These turns let every accepted connection register, so the drain
         # below waits for its request instead of exiting under it.
         await _turns(3)
+        for fd, listener, factory in zip(keep, self.listeners, self._factories, strict=True):
+            try:
+                await self._sweep(fd, listener, factory)
+            finally:
+                os.close(fd)
+        await _turns(3)
+
+    async def _sweep(
+        self, fd: int, listener: ListenerSpec, factory: Callable[[], H1Protocol]
+    ) -> None:
+        """Accept and serve what is queued on the listener ``fd`` (a duplicate)."""
+        sock = socket.socket(fileno=os.dup(fd))
+        with sock:
+            sock.setblocking(False)
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:  # EMFILE and the like: nothing more can be taken
+                    log.warning("Accepting queued connections while stopping: %s", exc)
+                    return
+                try:
+                    await self.loop.connect_accepted_socket(
+                        factory,
+                        conn,
+                        ssl=listener.ssl_context,
+                        ssl_handshake_timeout=(
+                            self.handshake_timeout if listener.ssl_context else None
+                        ),
+                    )
+                except (OSError, ssl.SSLError) as exc:
+                    log.info("A connection queued at stop failed to start: %s", exc)
+                    conn.close()
 
     async def _drain(self) -> None:
         state = self.state
-        state.draining = True
-        if state.on_draining is not None:
-            state.on_draining()
         for conn in list(state.connections):
-            conn.drain()
-        self._drain_deadline = time.monotonic() + state.settings.graceful_timeout
+            conn.drain()  # connections accepted since _begin_drain() hear of it too
+        # The master SIGKILLs a worker --graceful-timeout after asking it to stop. The
+        # worker gives up a margin earlier, so that it ends its own drain: it logs what
+        # it cut short and exits with its own code instead of dying mid-write.
+        self._drain_deadline = time.monotonic() + worker_drain_time(state.settings.graceful_timeout)
         if state.connections or state.in_flight:
             self._drained = self.loop.create_future()
             self.loop.call_later(DRAIN_TICK, self._poll_drain)
             await self._drained
         if state.connections or state.in_flight:
             log.warning(
-                "Graceful timeout: closing %d connections with %d requests in flight",
-                len(state.connections),
+                "Graceful timeout: cutting %d request(s) in flight on %d connection(s)",
                 state.in_flight,
+                len(state.connections),
             )
 
     def _poll_drain(self) -> None:

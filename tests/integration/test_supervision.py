@@ -155,9 +155,10 @@ def test_term_kills_request_slower_than_graceful_timeout(
         elapsed = time.monotonic() - started
         with pytest.raises(httpx.HTTPError):  # cut off at the deadline, never answered
             slow.result(timeout=10)
-    assert 0.9 <= elapsed < 5.0
+    assert 0.85 <= elapsed < 5.0  # the worker gives up a tenth early (worker_drain_time)
     log = server.log()
-    assert re.search(r"did not stop in time; killing it|Graceful timeout: closing", log), log
+    assert "Graceful timeout: cutting 1 request(s) in flight" in log, log
+    assert "did not stop in time" not in log  # it exited by itself, before SIGKILL
 
 
 def test_int_stops_quickly(start_server: Start, tmp_path: Path) -> None:

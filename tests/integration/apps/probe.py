@@ -71,6 +71,9 @@ def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         return _text(start_response, json.dumps(data).encode(),
                      headers=[("Content-Type", "application/json")])  # fmt: skip
     if path == "/slow":
+        if "started" in args:  # a file that tells the test the app is running (no polling)
+            with open(args["started"], "w"):
+                pass
         time.sleep(float(args.get("seconds", "1")))
         return _text(start_response, b"slow done")
     if path == "/stream":
