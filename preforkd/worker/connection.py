@@ -378,7 +378,7 @@ class H1Protocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        self._write_paused_since = self.state.now
+        self._write_paused_since = self.state.clock()
 
     def resume_writing(self) -> None:
         self._write_paused = False
@@ -582,12 +582,13 @@ class H1Protocol(asyncio.Protocol):
 
     # --- timeouts and draining (called by the worker) ----------------------------------
     def _set_deadline(self, kind: int) -> None:
+        # Counted from the exact clock: never early (see WorkerState.clock).
         self._deadline_kind = kind
         settings = self.state.settings
         if kind == _HEAD:
-            self.deadline = self.state.now + settings.header_timeout
+            self.deadline = self.state.clock() + settings.header_timeout
         elif kind == _IDLE:
-            self.deadline = self.state.now + settings.keep_alive
+            self.deadline = self.state.clock() + settings.keep_alive
         else:
             self.deadline = None
 

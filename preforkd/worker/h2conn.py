@@ -181,8 +181,8 @@ class H2Protocol(asyncio.Protocol):
         self._write_paused_since: float | None = None
         self._waiters: list[tuple[H2Stream, Callable[[], None]]] = []
         self._flush_scheduled = False
-        self._idle_since: float | None = state.now
-        self._last_received = state.now
+        self._idle_since: float | None = state.clock()
+        self._last_received = state.clock()
         self._headers_since: float | None = None
         self._drain_started: float | None = None
 
@@ -191,7 +191,7 @@ class H2Protocol(asyncio.Protocol):
         self.transport = transport
         self.state.connections.add(self)
         if self.state.draining:  # switched to HTTP/2 while the worker drains
-            self._drain_started = self.state.now
+            self._drain_started = self.state.clock()
 
     def start(self, initial: bytes = b"") -> None:
         self.core.initiate()
@@ -216,7 +216,7 @@ class H2Protocol(asyncio.Protocol):
         if self.closed:
             return
         state = self.state
-        self._last_received = state.now
+        self._last_received = state.clock()
         try:
             events = self.core.receive_data(data, state.now)
         except RemoteProtocolError as exc:
@@ -230,7 +230,7 @@ class H2Protocol(asyncio.Protocol):
             self.drain()  # the client is leaving: answer what it asked, then close
         if self.core.receiving_headers:
             if self._headers_since is None:
-                self._headers_since = state.now
+                self._headers_since = state.clock()
         else:
             self._headers_since = None
         self._flush()
@@ -250,7 +250,7 @@ class H2Protocol(asyncio.Protocol):
         # Reading pauses too: a client that does not read cannot make us queue replies
         # (PING and SETTINGS acknowledgements) without bound.
         self._write_paused = True
-        self._write_paused_since = self.state.now
+        self._write_paused_since = self.state.clock()
         if self.transport is not None:
             self.transport.pause_reading()
 
@@ -311,7 +311,7 @@ class H2Protocol(asyncio.Protocol):
         if state.on_request_done is not None:
             state.on_request_done()
         if not self.streams:
-            self._idle_since = state.now
+            self._idle_since = state.clock()
             if self._drain_started is not None:
                 self.schedule_flush()  # the flush ends the drain once everything is framed
 
@@ -401,7 +401,7 @@ class H2Protocol(asyncio.Protocol):
         that keeps opening streams gets it at half the graceful timeout, so what it has in
         flight then still has the other half to finish."""
         if self._drain_started is None:
-            self._drain_started = self.state.now
+            self._drain_started = self.state.clock()
             self._flush()  # ends the drain at once if nothing is in flight
 
     def _goaway_and_close(self) -> None:

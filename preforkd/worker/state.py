@@ -65,11 +65,16 @@ class WorkerState:
     # Coarse clocks, refreshed by the worker's ticker: the hot path reads attributes
     # instead of calling time functions and formatting dates per request.
     now: float = field(default_factory=time.monotonic)
+    # The exact clock. A period that a deadline guards (idle, header read, a paused write)
+    # starts from it, never from the coarse ``now``: ``now`` may be a tick old, and a
+    # deadline counted from it fired up to a tick early. Deadlines are checked at each
+    # tick against a fresh ``now``, so they fire late by at most one tick interval.
+    clock: Callable[[], float] = time.monotonic
     pid: int = field(default_factory=os.getpid)  # made after fork, in the worker
     date_header: bytes = b""
 
     def tick(self) -> None:
-        self.now = time.monotonic()
+        self.now = self.clock()
         self.date_header = formatdate(usegmt=True).encode("ascii")
 
     def __post_init__(self) -> None:
