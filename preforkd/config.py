@@ -146,6 +146,13 @@ class Config:
         16, "--threads", group=WORKERS, parse=p.integer, validate=p.in_range(1, 4096),
         help="Application threads per worker: requests served in parallel by one worker.",
     )
+    worker_connections: int = setting(
+        1000, "--worker-connections", group=WORKERS, parse=p.integer,
+        validate=p.in_range(1, 1_000_000),
+        help="Open connections one worker holds at most: at the cap it stops accepting "
+        "(the kernel queue and the other workers take new clients) until one closes. "
+        "Keep it below the open-file limit (ulimit -n).",
+    )
     app_on_loop: bool = setting(
         False, "--app-on-loop", group=WORKERS, boolean=True,
         help="Run the application on the event loop thread for requests without a body, "

@@ -366,7 +366,10 @@ class H1Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.state.connections.discard(self)
+        state = self.state
+        state.connections.discard(self)
+        if state.on_connection_closed is not None:
+            state.on_connection_closed()
         current = self.current
         if current is not None:
             if not current.body_complete:

@@ -241,7 +241,10 @@ class H2Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.state.connections.discard(self)
+        state = self.state
+        state.connections.discard(self)
+        if state.on_connection_closed is not None:
+            state.on_connection_closed()
         for stream in list(self.streams.values()):
             stream.abandon(None)
         self._release_all()

@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import random
+import resource
 import socket
 from collections.abc import Callable
 from contextlib import suppress
@@ -126,7 +127,9 @@ def _serve(spec: WorkerSpec, app: WSGIApp, loop: asyncio.AbstractEventLoop) -> i
         master_pid=spec.master_pid,
         max_requests=max_requests,
         handshake_timeout=cfg.handshake_timeout,
+        worker_connections=cfg.worker_connections,
     )
+    _check_open_file_limit(cfg.worker_connections)
 
     def reopen() -> None:
         reopen_log_files()
@@ -203,6 +206,26 @@ def connection_settings(cfg: Config) -> ConnectionSettings:
         multithread=cfg.threads > 1,
         script_name=default_script_name(),
     )
+
+
+# Descriptors a worker needs besides its connections: listeners, pipes, log files, the
+# loop's own, and whatever the application opens.
+FD_RESERVE = 64
+
+
+def _check_open_file_limit(worker_connections: int) -> None:
+    """Say at start when the open-file limit cannot hold --worker-connections: accept()
+    would fail with EMFILE before the cap (that is survived, but better avoided)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < worker_connections + FD_RESERVE:
+        log.warning(
+            "The open-file limit (%d) is below --worker-connections (%d) plus %d for the "
+            "rest of the worker: raise it (ulimit -n, systemd LimitNOFILE=) or lower "
+            "--worker-connections",
+            soft,
+            worker_connections,
+            FD_RESERVE,
+        )
 
 
 def _set_title(title: str) -> None:

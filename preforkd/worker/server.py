@@ -7,11 +7,10 @@ import asyncio.selector_events
 import logging
 import os
 import signal
-import socket
-import ssl
 import time
 from collections.abc import Callable
 
+from preforkd.worker.accept import Acceptor, Gate
 from preforkd.worker.connection import H1Protocol, listening_for
 from preforkd.worker.state import WorkerState
 from preforkd.worker.tls import ListenerSpec
@@ -44,6 +43,7 @@ class Server:
         master_pid: int,
         max_requests: int = 0,
         handshake_timeout: float = 10.0,
+        worker_connections: int = 1000,
     ) -> None:
         self.loop = loop
         self.state = state
@@ -52,8 +52,8 @@ class Server:
         self.master_pid = master_pid
         self.max_requests = max_requests
         self.handshake_timeout = handshake_timeout
-        self.servers: list[asyncio.base_events.Server] = []
-        self._factories: list[Callable[[], H1Protocol]] = []
+        self.gate = Gate(loop, state.connections, worker_connections, state.clock)
+        state.on_connection_closed = self.gate.check
         self._stop_requested: asyncio.Future[bool] = loop.create_future()  # True: graceful
         self._drained: asyncio.Future[None] | None = None
         self._drain_deadline = 0.0
@@ -65,16 +65,16 @@ class Server:
 
     async def start(self) -> None:
         for listener in self.listeners:
-            factory = self._protocol_factory(listener)
-            self._factories.append(factory)
-            server = await self.loop.create_server(
-                factory,
-                sock=listener.sock,
-                backlog=self.backlog,
-                ssl=listener.ssl_context,
-                ssl_handshake_timeout=self.handshake_timeout if listener.ssl_context else None,
+            listener.sock.setblocking(False)
+            acceptor = Acceptor(
+                self.loop,
+                listener,
+                self._protocol_factory(listener),
+                self.gate,
+                self.handshake_timeout,
             )
-            self.servers.append(server)
+            self.gate.acceptors.append(acceptor)
+        self.gate.start()
         self.loop.call_later(self.tick_interval, self._tick)
 
     def _protocol_factory(self, listener: ListenerSpec) -> Callable[[], H1Protocol]:
@@ -133,61 +133,19 @@ class Server:
         kernel resets every connection still in its accept queue, requests and all. On a
         reload other workers hold the socket open, but on a graceful stop of the whole
         server (the master has closed its copies) this worker may be the last holder. So
-        each listener is kept open through a duplicate while the loop's own server stops,
-        the queue is swept with non-blocking accept() calls whose connections are served
-        like any other, and only then is the duplicate closed. What arrives in the few
+        the queue is swept with non-blocking accept() calls, whose connections are served
+        like any other, and the listener is closed right after. What arrives in the few
         microseconds between the last accept() and the close is refused or reset by the
-        kernel: the price of refusing new clients at once, so a load balancer moves on.
-
-        asyncio's selector loops create the transport of an accepted connection in a task,
-        a loop turn after accept(), and that fails if the Server is closed by then, hence
-        the turns between removing the reader and closing. (uvloop creates transports in
-        accept but calls connection_made() a turn later.)"""
-        keep = [os.dup(listener.sock.fileno()) for listener in self.listeners]
-        if isinstance(self.loop, asyncio.selector_events.BaseSelectorEventLoop):
-            for listener in self.listeners:
-                self.loop.remove_reader(listener.sock.fileno())
-        await _turns(3)
-        for server in self.servers:
-            server.close()
-        # uvloop keeps accepting until close(); what it accepted last has connection_made()
-        # still queued. These turns let every accepted connection register, so the drain
+        kernel: the price of refusing new clients at once, so a load balancer moves on."""
+        gate = self.gate
+        gate.stop()
+        for acceptor in gate.acceptors:
+            _sweep(acceptor)
+            acceptor.listener.sock.close()
+        # Let every accepted connection get its transport and register, so the drain
         # below waits for its request instead of exiting under it.
-        await _turns(3)
-        for fd, listener, factory in zip(keep, self.listeners, self._factories, strict=True):
-            try:
-                await self._sweep(fd, listener, factory)
-            finally:
-                os.close(fd)
-        await _turns(3)
-
-    async def _sweep(
-        self, fd: int, listener: ListenerSpec, factory: Callable[[], H1Protocol]
-    ) -> None:
-        """Accept and serve what is queued on the listener ``fd`` (a duplicate)."""
-        sock = socket.socket(fileno=os.dup(fd))
-        with sock:
-            sock.setblocking(False)
-            while True:
-                try:
-                    conn, _ = sock.accept()
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError as exc:  # EMFILE and the like: nothing more can be taken
-                    log.warning("Accepting queued connections while stopping: %s", exc)
-                    return
-                try:
-                    await self.loop.connect_accepted_socket(
-                        factory,
-                        conn,
-                        ssl=listener.ssl_context,
-                        ssl_handshake_timeout=(
-                            self.handshake_timeout if listener.ssl_context else None
-                        ),
-                    )
-                except (OSError, ssl.SSLError) as exc:
-                    log.info("A connection queued at stop failed to start: %s", exc)
-                    conn.close()
+        while gate.pending:
+            await asyncio.sleep(0)
 
     async def _drain(self) -> None:
         state = self.state
@@ -244,7 +202,16 @@ class Server:
             self.stop(True)
 
 
-async def _turns(n: int) -> None:
-    """Let the loop run ``n`` iterations (callbacks queued meanwhile run too)."""
-    for _ in range(n):
-        await asyncio.sleep(0)
+def _sweep(acceptor: Acceptor) -> None:
+    """Accept and serve what is queued on ``acceptor``'s listener, cap or not: these
+    clients have connected and may have sent their request already."""
+    sock = acceptor.listener.sock
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        except OSError as exc:  # EMFILE and the like: nothing more can be taken
+            log.warning("Accepting queued connections while stopping: %s", exc)
+            return
+        acceptor.start(conn)

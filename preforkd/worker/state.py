@@ -59,6 +59,7 @@ class WorkerState:
     call_soon: Callable[..., Any] | None = None
     on_tick: Callable[[], None] | None = None  # each ticker run: heartbeat, request timeout
     on_draining: Callable[[], None] | None = None  # a graceful stop began: tell the master
+    on_connection_closed: Callable[[], None] | None = None  # may resume accepting (accept.Gate)
     # App thread ident -> (time.monotonic() when its current call began, the cycle).
     # Written by app threads (one key each), read by the loop thread with copy().
     running: dict[int, tuple[float, WSGICycle]] = field(default_factory=dict)

@@ -54,9 +54,11 @@ class Preforkd:
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         pass_fds: tuple[int, ...] = (),
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.args = args
         self.pass_fds = pass_fds  # descriptors the master inherits (fd://N binds)
+        self.preexec_fn = preexec_fn  # e.g. a lower RLIMIT_NOFILE for the server
         self.log_path = tmp_path / f"preforkd-{len(list(tmp_path.glob('preforkd-*.log')))}.log"
         self.env = {**os.environ, "PYTHONPATH": f"{APPS}{os.pathsep}{ROOT}", **(env or {})}
         self.cwd = cwd or ROOT
@@ -73,6 +75,7 @@ class Preforkd:
                 env=self.env,
                 cwd=self.cwd,
                 pass_fds=self.pass_fds,
+                preexec_fn=self.preexec_fn,
             )
         return self
 

@@ -1,0 +1,197 @@
+"""Accepting connections ourselves: bounded batches, a per-worker cap, and running out of
+descriptors without going silent or spinning.
+
+Why not ``loop.create_server``: a loop's own server accepts everything queued in one go,
+cannot be paused when the worker holds as many connections as it should, and handles
+EMFILE badly (uvloop accepts and closes connections with no log line; asyncio logs every
+attempt). Here each
+listener has a reader callback that accepts at most :data:`ACCEPT_BATCH` connections per
+loop turn, so a busy worker leaves the rest of the queue to idle ones; stops reading the
+listener while the worker is at ``--worker-connections``, so the kernel queue and the other
+workers take the load; and on EMFILE/ENFILE logs one line (at most every
+:data:`EXHAUSTED_LOG_INTERVAL`) that says what to raise, pauses accepting for
+:data:`EXHAUSTED_PAUSE` and then tries again, with no restart.
+
+The accepted socket becomes a transport through ``loop.connect_accepted_socket`` (TLS
+included), the same on asyncio's loops and uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+from preforkd.worker.tls import ListenerSpec
+
+log = logging.getLogger("preforkd.worker")
+
+# At most this many accept() calls per listener per loop turn. One: the worker serves
+# what it has between two accepts, so it never takes a burst beyond --worker-connections,
+# and workers that share a listener each take part of a burst (with 4, 64 connections
+# opened at once went 55/9 now and then on asyncio's loop). A loop turn costs far less
+# than a connection's set-up, so one worker alone still accepts as fast as it serves.
+ACCEPT_BATCH = 1
+EXHAUSTED_PAUSE = 0.5  # seconds without accepting after EMFILE/ENFILE
+EXHAUSTED_LOG_INTERVAL = 10.0  # at most one "out of descriptors" line per this many seconds
+_EXHAUSTED = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+
+
+class Acceptor:
+    """Accepts on one listener for one worker; the :class:`Gate` says when to stop."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        listener: ListenerSpec,
+        factory: Callable[[], asyncio.Protocol],
+        gate: Gate,
+        handshake_timeout: float,
+    ) -> None:
+        self.loop = loop
+        self.listener = listener
+        self.factory = factory
+        self.gate = gate
+        self.fd = listener.sock.fileno()
+        self.reading = False
+        self._ssl = listener.ssl_context
+        self._handshake_timeout = handshake_timeout if listener.ssl_context else None
+
+    def resume(self) -> None:
+        if not self.reading:
+            self.reading = True
+            self.loop.add_reader(self.fd, self._on_readable)
+
+    def pause(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(self.fd)
+
+    def _on_readable(self) -> None:
+        sock, gate = self.listener.sock, self.gate
+        for _ in range(ACCEPT_BATCH):
+            if gate.full:
+                gate.pause_all()
+                return
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno in _EXHAUSTED:
+                    gate.exhausted(exc)
+                else:  # EPERM from a firewall, EPROTO...: that connection only
+                    log.warning("accept() failed: %s", exc)
+                return
+            self.start(conn)
+
+    def start(self, conn: socket.socket) -> None:
+        """Make ``conn`` a served connection (it counts against the cap at once)."""
+        self.gate.pending += 1
+        self.loop.create_task(self._connect(conn))
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(
+                self.factory, conn, ssl=self._ssl, ssl_handshake_timeout=self._handshake_timeout
+            )
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
+            # A failed TLS handshake, or a peer gone before we started: nothing to serve.
+            log.debug("Connection not started: %s", exc)
+            conn.close()
+        finally:
+            self.gate.pending -= 1
+            self.gate.check()
+
+
+class Gate:
+    """The worker's decision to accept or not, shared by its :class:`Acceptor` objects.
+
+    Accepting stops while ``open connections + connections being started`` is at the cap,
+    after EMFILE/ENFILE for a short pause, and for good once the worker stops."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        connections: set[Any],
+        cap: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.loop = loop
+        self.connections = connections
+        self.cap = cap
+        self.clock = clock
+        self.acceptors: list[Acceptor] = []
+        self.pending = 0  # accepted, transport not made yet
+        self.paused_at_cap = False
+        self.stopped = False
+        self._exhausted_until = 0.0
+        self._last_exhausted_log = -EXHAUSTED_LOG_INTERVAL
+        self._exhausted_since_log = 0
+
+    @property
+    def full(self) -> bool:
+        return len(self.connections) + self.pending >= self.cap
+
+    def start(self) -> None:
+        for acceptor in self.acceptors:
+            acceptor.resume()
+
+    def stop(self) -> None:
+        self.stopped = True
+        for acceptor in self.acceptors:
+            acceptor.pause()
+
+    def pause_all(self) -> None:
+        if not self.paused_at_cap:
+            self.paused_at_cap = True
+            log.info(
+                "At --worker-connections %d: not accepting until a connection closes", self.cap
+            )
+        for acceptor in self.acceptors:
+            acceptor.pause()
+
+    def check(self) -> None:
+        """Resume accepting if it was paused at the cap and is under it now (called when
+        a connection closes or fails to start)."""
+        if self.paused_at_cap and not self.full and not self.stopped:
+            if self.clock() < self._exhausted_until:
+                return  # the EMFILE pause resumes by itself
+            self.paused_at_cap = False
+            for acceptor in self.acceptors:
+                acceptor.resume()
+
+    def exhausted(self, exc: OSError) -> None:
+        """accept() failed for want of descriptors (or kernel memory): pause, say so."""
+        now = self.clock()
+        self._exhausted_since_log += 1
+        if now - self._last_exhausted_log >= EXHAUSTED_LOG_INTERVAL:
+            log.error(
+                "Cannot accept connections: %s (with %d open); pausing accepting for %.1fs. "
+                "Raise the open-file limit (ulimit -n, systemd LimitNOFILE=) or lower "
+                "--worker-connections. (%d such failure(s) since the last message)",
+                exc.strerror or exc,
+                len(self.connections),
+                EXHAUSTED_PAUSE,
+                self._exhausted_since_log,
+            )
+            self._last_exhausted_log = now
+            self._exhausted_since_log = 0
+        self._exhausted_until = now + EXHAUSTED_PAUSE
+        for acceptor in self.acceptors:
+            acceptor.pause()
+        self.loop.call_later(EXHAUSTED_PAUSE, self._after_exhausted)
+
+    def _after_exhausted(self) -> None:
+        if self.stopped:
+            return
+        if self.full:
+            self.paused_at_cap = True  # resumed by check() when a connection closes
+            return
+        for acceptor in self.acceptors:
+            acceptor.resume()
