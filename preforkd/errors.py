@@ -59,3 +59,13 @@ class LocalProtocolError(ProtocolError):
 
 class ClientDisconnected(OSError):
     """The client went away (or sent a short body): raised in the app's thread on read/write."""
+
+
+class BadRequestBody(ClientDisconnected):
+    """The request body broke the protocol (bad chunk size, missing CRLF, ...): raised in the
+    app's thread on read, like a disconnect, but logged as what it is and answered with
+    ``status`` (400) when the app has not answered yet."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status

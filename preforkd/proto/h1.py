@@ -66,7 +66,7 @@ __all__ = [
 class H1Limits:
     """Size limits for request heads (the defaults are gunicorn's, which nginx matches)."""
 
-    max_request_line: int = 4094  # RFC 9112 §3: a server SHOULD answer 414 beyond its limit
+    max_request_line: int = 8190  # RFC 9112 §3: 414 beyond; at least 8000 recommended
     max_header_fields: int = 100  # RFC 6585 §5: 431 when there are too many fields
     max_header_field_size: int = 8190  # name + value of one field; 431 beyond (RFC 6585 §5)
 
@@ -141,11 +141,43 @@ _LLHTTP_STATUS = {
 
 _TOO_LARGE = 431  # RFC 6585 §5: Request Header Fields Too Large
 
+# The methods llhttp parses. RFC 9110 §9.1: a method is any token, and the set is open
+# (WebDAV, CalDAV and in-house methods). A request line with another token is handed to
+# llhttp with a stand-in of ours (``_STAND_IN``, which frames a body the same way every
+# non-CONNECT method does) and the real method is restored in the Request.
+_LLHTTP_METHODS = (
+    frozenset(
+        b"DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND "
+        b"PROPPATCH SEARCH UNLOCK BIND REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE "
+        b"M-SEARCH NOTIFY SUBSCRIBE UNSUBSCRIBE PATCH PURGE MKCALENDAR LINK UNLINK SOURCE "
+        b"QUERY PRI".split()
+    )
+    | _NON_HTTP_METHODS
+)
+_STAND_IN = b"PUT"
+# RFC 9110 §5.6.2: token = 1*tchar.
+_TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# The longest method we take (a request line is limited anyway; this bounds the look-ahead
+# for a method split across reads).
+_MAX_METHOD = 64
+
 # Values already checked, so the common case is one set or dict lookup. Bounded, so that a
 # peer (or an app) sending ever new values cannot grow them without limit. Shared by all
 # connections of a process; set/dict operations are atomic, so app threads may use them.
 _CACHE_MAX = 1024
 _valid_hosts: set[str] = set()
+
+
+def absolute_form_authority(target: str) -> str:
+    """The authority of an absolute-form request-target (RFC 9112 §3.2.2): what follows
+    "scheme://" up to the path, query or end."""
+    rest = target.partition("://")[2]
+    end = len(rest)
+    for stop in "/?#":
+        index = rest.find(stop)
+        if 0 <= index < end:
+            end = index
+    return rest[:end]
 
 
 class H1Connection:
@@ -160,11 +192,13 @@ class H1Connection:
         "_expect",
         "_field_limit",
         "_headers",
+        "_held",
         "_host",
         "_host_count",
         "_keep_alive",
         "_limits",
         "_max_fields",
+        "_method",
         "_parser",
         "_pending_error",
         "_remaining",
@@ -212,6 +246,8 @@ class H1Connection:
         self._body_skipped = False
         self._synthetic = False
         self._remaining = 0
+        self._method: str | None = None  # a method llhttp does not know (see _LLHTTP_METHODS)
+        self._held = b""  # the start of a request line, until its method is complete
         self.trailing_data = b""
         self._on_message_begin()  # empty head state, then: not in a head yet
         self._state = _IDLE
@@ -245,11 +281,21 @@ class H1Connection:
             if state is _UPGRADE_BODY:
                 self._receive_upgrade_body(data)
             else:
+                if state is _IDLE:
+                    data = self._stand_in_method(data)
+                    if not data:
+                        return events
                 self._run_parser(data)
         except HttpParserError as exc:
             if self._state is _CLOSED and self._pending_error is None:
                 return events  # llhttp: "Data after `Connection: close`" (see above)
-            self._fail(self._translate(exc), events)
+            error = self._translate(exc)
+            if str(exc) == "Invalid method encountered" and events:
+                # A pipelined request after those in ``events``, whose method we could not
+                # look at first (llhttp gives no offsets): not necessarily malformed, so
+                # RFC 9110 §9.1's 501, never 400.
+                error = RemoteProtocolError("method not implemented here", 501)
+            self._fail(error, events)
         if events or len(self._headers) != nfields:
             self._stall = 0
         elif self._state is _HEAD or self._state is _BODY:
@@ -282,6 +328,27 @@ class H1Connection:
         return self.receive_data(data) if data else []
 
     # -- feeding ------------------------------------------------------------------------
+
+    def _stand_in_method(self, data: bytes) -> bytes:
+        """The bytes to feed llhttp at the start of a request: with a method llhttp does
+        not know replaced by our stand-in (remembered in ``_method``). Returns b"" while
+        the method is still incomplete (held back, bounded by ``_MAX_METHOD``)."""
+        data = self._held + data if self._held else data
+        self._held = b""
+        start = 0
+        while data.startswith(b"\r\n", start):  # RFC 9112 §2.2: empty lines before it
+            start += 2
+        space = data.find(b" ", start, start + _MAX_METHOD + 1)
+        if space == -1:
+            if len(data) - start <= _MAX_METHOD and _TOKEN_RE.fullmatch(data, start):
+                self._held = data
+                return b""
+            return data  # no method we could take: llhttp judges it
+        method = data[start:space]
+        if method in _LLHTTP_METHODS or not _TOKEN_RE.fullmatch(method):
+            return data
+        self._method = method.decode("ascii")
+        return data[:start] + _STAND_IN + data[space:]
 
     def _run_parser(self, data: bytes) -> None:
         while True:
@@ -399,7 +466,8 @@ class H1Connection:
         # line is refused before it is buffered whole (RFC 9112 §3: 414).
         url = self._url = self._url + piece
         if len(url) > self._target_hint:
-            line = len(self._parser.get_method()) + len(url) + len("  HTTP/1.1")
+            method = self._method or self._parser.get_method()
+            line = len(method) + len(url) + len("  HTTP/1.1")
             if line > self._limits.max_request_line:
                 raise self._reject("request line too long", 414)
 
@@ -446,10 +514,13 @@ class H1Connection:
         if version != "1.1" and version != "1.0":
             # 0.9 and 2.0 parse, but we speak HTTP/1.x only (RFC 9110 §15.6.6).
             raise self._reject(f"HTTP/{version} is not supported", 505)
-        raw_method = parser.get_method()
-        if raw_method in _NON_HTTP_METHODS:
-            raise self._reject("not an HTTP method")
-        method = raw_method.decode("ascii")
+        if self._method is not None:
+            method, self._method = self._method, None
+        else:
+            raw_method = parser.get_method()
+            if raw_method in _NON_HTTP_METHODS:
+                raise self._reject("not an HTTP method")
+            method = raw_method.decode("ascii")
         target = self._url.decode("latin-1")  # llhttp allows ASCII only
         if target[:1] != "/" or "#" in target or method == "CONNECT":
             self._check_target(method, target)  # the common origin-form needs no more
@@ -517,6 +588,14 @@ class H1Connection:
         elif "://" not in target:
             # absolute-form, §3.2.2; llhttp insists on "scheme://" already.
             raise self._reject("invalid request target")
+        else:
+            authority = absolute_form_authority(target)
+            if "@" in authority:
+                # RFC 9110 §4.2.4: a sender MUST NOT send userinfo in an http(s) URI, and
+                # a recipient SHOULD treat it as an error: it would pass for the host.
+                raise self._reject("userinfo in request target")
+            if not authority or _HOST_RE.fullmatch(authority) is None:
+                raise self._reject("invalid authority in request target")
 
     def _check_host(self, version: str) -> None:
         # RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, and

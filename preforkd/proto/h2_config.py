@@ -40,6 +40,11 @@ class H2Settings:
     # SETTINGS_MAX_HEADER_LIST_SIZE, counted as RFC 9113 §6.5.2 does (name + value + 32 per
     # field). 64 KiB is h2's and hpack's default; nginx allows 4 x 8 KiB header lines.
     max_header_list_size: int = 65536
+    # The HTTP/1.1 limits, applied alike (--limit-request-line, --limit-request-field-size):
+    # a :path longer than the request line may be is answered 414, a field larger than a
+    # header line may be 431, by the server itself (RFC 9110 §15.5.15, RFC 6585 §5).
+    max_request_line: int = 8190
+    max_field_size: int = 8190
     # Flood budgets, each counted in fixed windows of ``flood_window`` seconds; exceeding one
     # is answered with GOAWAY(ENHANCE_YOUR_CALM). 200 resets per 30 s is Netty's fix for
     # CVE-2023-44487 (rapid reset). The others are generous for real clients, which send a

@@ -91,8 +91,18 @@ def _check_field(name: bytes, value: bytes) -> None:
         raise Malformed("TE other than 'trailers'")
 
 
-def parse_request(fields: Fields, stream_id: int, end_stream: bool) -> Request:
-    """The Request for a decoded request field block, or ``Malformed`` / ``Unsupported``."""
+def parse_request(
+    fields: Fields,
+    stream_id: int,
+    end_stream: bool,
+    max_request_line: int = 8190,
+    max_field_size: int = 8190,
+) -> Request:
+    """The Request for a decoded request field block, or ``Malformed`` / ``Unsupported``.
+
+    The HTTP/1.1 limits hold here too, so that a request refused on one protocol is not
+    accepted on the other: a field larger than ``max_field_size`` (name + value) gets 431,
+    and a method and :path longer than ``max_request_line`` allows gets 414."""
     pseudo: dict[bytes, bytes] = {}
     headers: Headers = []
     regular = False
@@ -109,6 +119,8 @@ def parse_request(fields: Fields, stream_id: int, end_stream: bool) -> Request:
             continue
         regular = True
         _check_field(name, value)
+        if len(name) + len(value) > max_field_size:
+            raise Unsupported("header field too large", 431)
         if name == b"content-length":
             if content_length is not None:
                 # RFC 9110 §8.6: reject, or merge identical values; we reject, like the
@@ -136,6 +148,8 @@ def parse_request(fields: Fields, stream_id: int, end_stream: bool) -> Request:
         raise Malformed("missing or invalid :scheme")
     if path is None or (_PATH.fullmatch(path) is None and (path != b"*" or method != b"OPTIONS")):
         raise Malformed("missing or invalid :path")  # §8.3.1 ("*" only for OPTIONS)
+    if len(method) + len(path) + len("  HTTP/1.1") > max_request_line:
+        raise Unsupported(":path too long", 414)  # as the HTTP/1.1 request line
     length = _content_length(content_length, end_stream)
     if authority is not None and not hosts:
         # §8.3.1: :authority replaces Host; the WSGI environ wants HTTP_HOST.

@@ -361,7 +361,10 @@ class Receiver:
             refusal = ErrorCodes.PROTOCOL_ERROR  # §5.3.1
         else:
             try:
-                request = parse_request(fields, sid, end)
+                settings = self.settings
+                request = parse_request(
+                    fields, sid, end, settings.max_request_line, settings.max_field_size
+                )
             except Malformed:
                 refusal = ErrorCodes.PROTOCOL_ERROR  # §8.1.1
             except Unsupported as exc:

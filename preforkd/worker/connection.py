@@ -29,7 +29,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from preforkd.errors import ClientDisconnected, LocalProtocolError, RemoteProtocolError
+from preforkd.errors import (
+    BadRequestBody,
+    ClientDisconnected,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from preforkd.proto.events import ConnectionClosed, Data, EndOfMessage, Event, Request
 from preforkd.proto.h1 import H1Connection
 from preforkd.proto.h1_response import CONTINUE_RESPONSE, ResponseFramer, error_response
@@ -518,7 +523,7 @@ class H1Protocol(asyncio.Protocol):
         if current is not None and not current.body_complete:
             # The request in progress is broken: the app's reads fail, and if it has not
             # answered yet, fail() answers with this error's status.
-            current.input.feed_error(ClientDisconnected(str(exc)))
+            current.input.feed_error(BadRequestBody(str(exc), exc.status))
         else:
             # The bad bytes are a request of their own, after those already received:
             # they get their answer once those are served.

@@ -197,6 +197,8 @@ def connection_settings(cfg: Config) -> ConnectionSettings:
             initial_window_size=cfg.http2_initial_window_size,
             max_frame_size=cfg.http2_max_frame_size,
             max_header_list_size=cfg.http2_max_header_list_size,
+            max_request_line=cfg.limit_request_line,
+            max_field_size=cfg.limit_request_field_size,
         ),
         h2_ping_interval=cfg.http2_ping_interval,
         graceful_timeout=cfg.graceful_timeout,

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from preforkd.errors import ClientDisconnected
+from preforkd.errors import BadRequestBody, ClientDisconnected
 from preforkd.proto.events import Headers, Request
 from preforkd.wsgi.environ import FileWrapper
 
@@ -284,7 +284,9 @@ class WSGICycle:
         self._headers = [*self._headers, ("Content-Length", str(sum(map(len, chunks))))]
 
     def _failed(self, exc: BaseException) -> None:
-        if isinstance(exc, ClientDisconnected) or self.disconnected:
+        if isinstance(exc, BadRequestBody):
+            log.info("Bad request body in %s: %s (%d)", self._describe(), exc, exc.status)
+        elif isinstance(exc, ClientDisconnected) or self.disconnected:
             log.info("Client went away during %s", self._describe())
         elif self.finished:
             log.error("Error after the response to %s was complete", self._describe(), exc_info=exc)

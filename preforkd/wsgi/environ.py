@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
 
+from preforkd import __version__
 from preforkd.proto.events import Request
 
 # Fixed names for the headers whose environ key is not HTTP_*, and every other name's
@@ -130,6 +131,9 @@ class FileWrapper:
 _app_errors = ErrorStream(logging.getLogger("preforkd.app"))
 
 
+SERVER_SOFTWARE = f"preforkd/{__version__}"
+
+
 def _server_name_port(host: str, default_port: str) -> tuple[str, str]:
     if host.startswith("["):  # [::1]:8000
         end = host.find("]")
@@ -166,6 +170,7 @@ def environ_template(
     """The keys every request on a connection shares; built once per connection and
     copied per request (a C-level dict copy instead of twenty assignments)."""
     template: dict[str, Any] = {
+        "SERVER_SOFTWARE": SERVER_SOFTWARE,  # CGI/1.1 (RFC 3875 §4.1.17): product/version
         "SCRIPT_NAME": script_name,
         "SERVER_NAME": conn.server_name,
         "SERVER_PORT": conn.server_port,

@@ -161,8 +161,11 @@ class InputStream:
         return -1
 
     def _check_error(self) -> None:
-        if self._error is not None:
-            raise ClientDisconnected(str(self._error)) from self._error
+        error = self._error
+        if error is not None:
+            if isinstance(error, ClientDisconnected):
+                raise error  # BadRequestBody keeps its kind and status
+            raise ClientDisconnected(str(error)) from error
 
     def read(self, size: int | None = -1) -> bytes:
         """Read ``size`` bytes, fewer only at the end of the body; all of it if negative.

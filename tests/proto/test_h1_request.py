@@ -187,7 +187,6 @@ def test_expect_continue(version: bytes, value: bytes, expected: bool) -> None:
         pytest.param(b"CONNECT /x HTTP/1.1\r\nHost: x\r\n\r\n", 400, id="connect-origin-form"),
         pytest.param(get(b"example.com:80"), 400, id="authority-not-connect"),
         pytest.param(get(b"/a#frag"), 400, id="fragment"),
-        pytest.param(b"BREW / HTTP/1.1\r\n" + HOST + b"\r\n", 400, id="unknown-method"),
     ],
 )
 def test_malformed_request(data: bytes, status: int) -> None:

@@ -235,3 +235,44 @@ def test_too_large_header_list_gets_431() -> None:
     # HPACK state is intact: the next request goes through.
     pair.request()
     assert isinstance(pair.to_server()[0], Request)
+
+
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        ([(":method", "GET"), (":scheme", "http"), (":authority", "a.test"),
+          (":path", "/" + "a" * 9000)], 414),  # over --limit-request-line
+        ([*GET, ("x-big", "v" * 9000)], 431),  # over --limit-request-field-size
+    ],
+    ids=["path", "field"],
+)  # fmt: skip
+def test_http1_limits_hold_on_http2_too(fields: list[tuple[str, str]], status: int) -> None:
+    pair = Pair()
+    pair.client.send_headers(1, fields, end_stream=True)
+    server_events, client_events = pair.exchange()
+    assert server_events == []
+    (response,) = of_type(client_events, h2.events.ResponseReceived)
+    assert dict(response.headers)[":status"] == str(status)
+
+
+def test_path_at_the_request_line_limit_is_accepted() -> None:
+    pair = Pair()
+    path = "/" + "a" * (8190 - len("GET  HTTP/1.1") - 1)
+    pair.client.send_headers(
+        1,
+        [(":method", "GET"), (":scheme", "http"), (":authority", "a.test"), (":path", path)],
+        end_stream=True,
+    )
+    server_events, _ = pair.exchange()
+    assert isinstance(server_events[0], Request) and server_events[0].target == path
+
+
+def test_custom_methods_reach_the_application() -> None:
+    # RFC 9110 §9.1: any token; the same rule as HTTP/1.1.
+    pair = Pair()
+    pair.client.send_headers(
+        1, [(":method", "PROPFIND"), (":scheme", "http"), (":authority", "a.test"),
+            (":path", "/dav/")], end_stream=True,
+    )  # fmt: skip
+    server_events, _ = pair.exchange()
+    assert isinstance(server_events[0], Request) and server_events[0].method == "PROPFIND"
