@@ -143,8 +143,9 @@ class Config:
         help="Number of worker processes.",
     )
     threads: int = setting(
-        16, "--threads", group=WORKERS, parse=p.integer, validate=p.in_range(1, 4096),
-        help="Application threads per worker: requests served in parallel by one worker.",
+        64, "--threads", group=WORKERS, parse=p.integer, validate=p.in_range(1, 4096),
+        help="Application threads per worker at most: requests served in parallel by one "
+        "worker. Threads start on demand and end after 60 s idle (a few are kept).",
     )
     worker_connections: int = setting(
         1000, "--worker-connections", group=WORKERS, parse=p.integer,

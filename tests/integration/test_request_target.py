@@ -136,3 +136,17 @@ def test_a_malformed_chunked_body_is_logged_as_such(
     log = server.wait_log(r"Bad request body in POST /count: .*\(400\)")
     assert re.search(rf"Bad request body in POST /count: [^\n]*{what}", log, re.IGNORECASE), log
     assert "Client went away" not in log
+
+
+def test_a_page_of_thirty_slow_subresources_is_served_at_once(server: Preforkd) -> None:
+    """Issue 9: with default settings, 30 requests of 200 ms on one HTTP/2 connection run
+    concurrently (the default thread cap once made it 16 at a time)."""
+    assert server.port is not None
+    client = H2Client(server.port)
+    try:
+        sids = [client.request(f"/concurrent?seconds=0.5&n={i}") for i in range(30)]
+        client.wait(lambda: all(client.responses[sid].ended for sid in sids), timeout=20)
+        most = max(int(bytes(client.responses[sid].body)) for sid in sids)
+    finally:
+        client.close()
+    assert most == 30, f"at most {most} ran at once"

@@ -39,3 +39,20 @@ def test_an_exception_in_a_task_does_not_kill_the_thread() -> None:
     wait_for(lambda: done == [1], timeout=5, what="the task after the failing one")
     assert pool.started == 1
     pool.shutdown()
+
+
+def test_idle_threads_retire_down_to_the_kept_few() -> None:
+    pool = AppThreads(8, idle_timeout=0.2, keep=2)
+    gate = threading.Barrier(8, timeout=5)
+    done: list[int] = []
+    for i in range(8):
+        pool.submit(lambda n: (gate.wait(), done.append(n)), i)
+    wait_for(lambda: len(done) == 8, timeout=5, what="eight tasks at once")
+    assert pool.started == 8
+    wait_for(lambda: pool.started == 2, timeout=5, what="idle threads to retire")
+    # ... and the pool grows again when work comes.
+    gate2 = threading.Barrier(5, timeout=5)
+    for i in range(5):
+        pool.submit(lambda n: (gate2.wait(), done.append(n)), i)
+    wait_for(lambda: len(done) == 13, timeout=5, what="five more at once")
+    pool.shutdown()

@@ -16,6 +16,7 @@ StartResponse = Callable[..., Any]
 # Requests that went through close(), so tests can check it was called (per worker).
 CLOSED: list[str] = []
 _lock = threading.Lock()
+_inside = _most_inside = 0  # requests in /concurrent now, and at most (per worker)
 
 
 def _args(environ: Environ) -> dict[str, str]:
@@ -70,6 +71,17 @@ def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         data["wsgi.version"] = list(environ["wsgi.version"])
         return _text(start_response, json.dumps(data).encode(),
                      headers=[("Content-Type", "application/json")])  # fmt: skip
+    if path == "/concurrent":
+        # Sleeps, and answers how many requests this worker had in here at once.
+        global _inside, _most_inside
+        with _lock:
+            _inside += 1
+            _most_inside = max(_most_inside, _inside)
+        time.sleep(float(args.get("seconds", "0.2")))
+        with _lock:
+            _inside -= 1
+            most = _most_inside
+        return _text(start_response, str(most).encode())
     if path == "/slow":
         if "started" in args:  # a file that tells the test the app is running (no polling)
             with open(args["started"], "w"):
