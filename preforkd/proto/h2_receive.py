@@ -53,6 +53,19 @@ SHUTDOWN_PING = b"shutdown"
 _CLOSED_MEMORY = 1024
 
 
+class _BoundedH2(_H2):
+    """h2's connection, remembering as many closed streams as we do.
+
+    h2 keeps a record of up to 65,536 closed streams per connection (MAX_CLOSED_STREAMS),
+    about 150 bytes each: a long-lived connection grew by that much per request up to
+    ~11 MiB, and the memory stayed with the worker after the connection closed. The
+    records only refine how a late frame on a closed stream is answered (RFC 9113 §5.1);
+    a stream older than the last 1,024 is still known to be closed (its id is below the
+    highest one opened), so a small bound loses nothing a client can tell."""
+
+    MAX_CLOSED_STREAMS = _CLOSED_MEMORY
+
+
 class Receiver:
     """Connection state, and the handling of received bytes."""
 
@@ -116,7 +129,7 @@ class Receiver:
             normalize_outbound_headers=False,
             split_outbound_cookies=False,
         )
-        conn = _H2(config=config)
+        conn = _BoundedH2(config=config)
         # What h2 enforces: our frame and header limits, and no concurrency limit (ours is
         # enforced in _on_new_stream). The initial window is left at the RFC default until
         # the client acknowledges our SETTINGS, as RFC 9113 §6.9.2 has it; h2 applies a
