@@ -8,6 +8,7 @@ else on a listener that serves HTTP/1.1 is HTTP/1.1 (which may then ask to upgra
 from __future__ import annotations
 
 import enum
+import re
 
 from preforkd.proto.events import Request
 from preforkd.proto.h2_frames import PREFACE
@@ -35,6 +36,20 @@ def classify(data: bytes) -> Start:
     if data.startswith(b"PRI "):
         return Start.BROKEN
     return Start.HTTP1
+
+
+# RFC 9112 §3: method SP request-target SP HTTP-version CRLF, for HTTP/1.x.
+_HTTP1_REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^ \r\n]+ HTTP/1\.[0-9]\r\n")
+_MAX_SNIFF = 8192  # bytes held while deciding what a connection to an HTTP/2-only port is
+
+
+def is_http1_request(data: bytes) -> bool | None:
+    """On a listener that speaks only HTTP/2, whether bytes that are not the preface are
+    an HTTP/1.x request (answered 505, RFC 9110 §15.6.6) rather than a broken preface (a
+    connection error PROTOCOL_ERROR, RFC 9113 §3.4). None: wait for the line's end."""
+    if b"\r\n" not in data:
+        return None if len(data) < _MAX_SNIFF else False
+    return _HTTP1_REQUEST_LINE.match(data) is not None
 
 
 def h2c_settings(request: Request) -> str | None:

@@ -43,6 +43,7 @@ from preforkd.proto.negotiate import (
     Start,
     classify,
     h2c_settings,
+    is_http1_request,
     valid_http2_settings,
 )
 from preforkd.worker.state import WorkerState
@@ -300,8 +301,15 @@ class H1Protocol(asyncio.Protocol):
             self.close()
             return b""
         if "h1" not in self.protocols:  # an HTTP/2-only listener
-            self.write([error_response(505, self.state.date_header)])
-            self.close()
+            http1 = is_http1_request(data)
+            if http1 is None:
+                self._sniff = data  # the first line is not complete yet
+            elif http1:
+                self.write([error_response(505, self.state.date_header)])
+                self.close()
+            else:
+                self.write([GOAWAY_PROTOCOL_ERROR])  # RFC 9113 §3.4: an invalid preface
+                self.close()
             return b""
         return data
 

@@ -407,5 +407,9 @@ def test_h1_only_and_h2_only_listeners_side_by_side(start_server: Start) -> None
     assert H2Client(h2_port).get("/hello").status == 200
     plain = raw_request("127.0.0.1", h2_port, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
     assert plain.startswith(b"HTTP/1.1 505 "), plain[:200]
+    # Bytes that are neither the preface nor an HTTP/1.x request line: a connection error
+    # PROTOCOL_ERROR (RFC 9113 §3.4), i.e. GOAWAY with code 1, not an HTTP/1.1 505.
+    broken = raw_request("127.0.0.1", h2_port, b"INVALID CONNECTION PREFACE\r\n\r\n")
+    assert broken[3] == 0x07 and broken[-4:] == b"\x00\x00\x00\x01", broken[:40]
     data = raw_request("127.0.0.1", h1_port, PREFACE + SettingsFrame(0).serialize())
     assert data.startswith(b"HTTP/1.1 505 ") and b"connection: close" in data.lower()
