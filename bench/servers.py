@@ -4,9 +4,10 @@ A server is a function from a :class:`Launch` (port, protocol, workers, app...) 
 command that runs it in the foreground, or ``None`` when it does not speak that protocol.
 Every server runs with its defaults except where a workload needs otherwise (the idle
 workload raises keep-alive timeouts and connection caps) and where a default would make
-the comparison meaningless (gunicorn's gthread worker gets 16 threads: preforkd's default).
-App threads per worker with these commands: preforkd 16, gunicorn-gthread 16, uvicorn 10
-(a2wsgi's pool), hypercorn min(32, CPUs + 4), granian up to backlog/2 = 512 (grown on
+the comparison meaningless (gunicorn's gthread worker gets 16 threads, as many as the
+hello workloads keep busy; preforkd starts threads on demand up to its default of 64).
+App threads per worker with these commands: preforkd up to 64 (on demand), gunicorn-gthread
+16, uvicorn 10 (a2wsgi's pool), hypercorn min(32, CPUs + 4), granian up to backlog/2 = 512 (grown on
 demand), nginx none (the echo module's non-blocking sleep).
 """
 
@@ -24,7 +25,7 @@ PROJECT_DIR = BENCH_DIR.parent
 DATA_DIR = Path(os.environ.get("BENCH_DATA") or "/tmp/preforkd-bench-data")
 NGINX = Path("/usr/sbin/nginx")
 NGINX_ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
-GUNICORN_THREADS = 16  # = preforkd's default --threads
+GUNICORN_THREADS = 16  # preforkd's default --threads until it became 64 (grown on demand)
 
 
 @dataclass(frozen=True)

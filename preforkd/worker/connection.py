@@ -370,6 +370,7 @@ class H1Protocol(asyncio.Protocol):
         try:
             events = self.parser.receive_data(b"")
         except RemoteProtocolError as exc:
+            self._peer_eof = True  # a body cut short by the client's EOF: it went away
             self._on_protocol_error(exc)
             return True
         self._peer_eof = True
@@ -531,7 +532,12 @@ class H1Protocol(asyncio.Protocol):
         if current is not None and not current.body_complete:
             # The request in progress is broken: the app's reads fail, and if it has not
             # answered yet, fail() answers with this error's status.
-            current.input.feed_error(BadRequestBody(str(exc), exc.status))
+            error = (
+                ClientDisconnected(str(exc))
+                if self._peer_eof
+                else BadRequestBody(str(exc), exc.status)
+            )
+            current.input.feed_error(error)
         else:
             # The bad bytes are a request of their own, after those already received:
             # they get their answer once those are served.
