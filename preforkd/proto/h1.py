@@ -3,8 +3,11 @@
 Theory of operation
 -------------------
 ``H1Connection`` wraps ``httptools.HttpRequestParser`` (llhttp underneath, in its strict
-default mode). llhttp owns the grammar: request line, field syntax, Content-Length and
-chunked framing. The callbacks below add what llhttp leaves to its user: size limits, the
+default mode). llhttp owns the grammar: request line, field syntax and Content-Length
+framing. Chunked bodies are decoded by :mod:`preforkd.proto.chunked` (llhttp refuses the
+whitespace RFC 9112 §7.1.1 allows in chunk extensions): llhttp is stopped after a chunked
+request's head, whose end we find ourselves (llhttp reports no offsets; see _head_end),
+and a fresh parser takes the next request. The callbacks below add what llhttp leaves to its user: size limits, the
 Host and request-target rules, the transfer-coding policy and the version policy, and turn
 each request into the shared events (``events.Request``, ``Data``, ``EndOfMessage``,
 ``ConnectionClosed``). ``receive_data`` feeds one buffer and returns every event it
@@ -53,6 +56,7 @@ from httptools import (
 )
 
 from preforkd.errors import LocalProtocolError, RemoteProtocolError
+from preforkd.proto.chunked import ChunkedDecoder
 from preforkd.proto.events import ConnectionClosed, Data, EndOfMessage, Event, Request
 
 __all__ = [
@@ -95,6 +99,7 @@ class _State(enum.Enum):
     BODY = "receiving a request body"
     UPGRADE_BODY = "receiving the body of an upgrade request"  # we count the bytes
     UPGRADE = "waiting for the caller to accept or decline an upgrade"
+    CHUNKED = "receiving a chunked body, decoded by us (proto/chunked.py)"
     CLOSED = "the last request did not allow keep-alive; later bytes are ignored"
     EOF = "the peer closed its side"
     ERROR = "malformed input; the connection is dead"
@@ -102,6 +107,16 @@ class _State(enum.Enum):
 
 _IDLE, _HEAD, _BODY = _State.IDLE, _State.HEAD, _State.BODY
 _UPGRADE_BODY, _UPGRADE, _CLOSED = _State.UPGRADE_BODY, _State.UPGRADE, _State.CLOSED
+_CHUNKED = _State.CHUNKED
+
+# Where a message starts in the buffer llhttp is parsing (see _head_end): an offset, or
+_EARLIER = -2  # its head began in an earlier buffer (its last bytes are in _tail)
+_UNKNOWN = -1  # we lost track (a body llhttp framed without telling us its end)
+
+
+class _TakeOver(Exception):
+    """Raised from on_headers_complete to stop llhttp after a chunked request's head."""
+
 
 # Request fields the callbacks act on; every other field is only recorded.
 _HOST, _CL, _TE, _EXPECT, _UPGRADE_FIELD = (
@@ -168,6 +183,14 @@ _CACHE_MAX = 1024
 _valid_hosts: set[str] = set()
 
 
+def _skip_empty_lines(buf: bytes, start: int) -> int:
+    """The offset of the first byte at or after ``start`` that is not CR or LF."""
+    end = len(buf)
+    while start < end and buf[start] in b"\r\n":
+        start += 1
+    return start
+
+
 def absolute_form_authority(target: str) -> str:
     """The authority of an absolute-form request-target (RFC 9112 §3.2.2): what follows
     "scheme://" up to the path, query or end."""
@@ -185,8 +208,10 @@ class H1Connection:
 
     __slots__ = (
         "_body_skipped",
+        "_buf",
         "_callbacks",
         "_content_length",
+        "_decoder",
         "_error",
         "_events",
         "_expect",
@@ -199,14 +224,17 @@ class H1Connection:
         "_limits",
         "_max_fields",
         "_method",
+        "_next_start",
         "_parser",
         "_pending_error",
         "_remaining",
         "_request",
         "_stall",
         "_stall_limit",
+        "_start",
         "_state",
         "_synthetic",
+        "_tail",
         "_target_hint",
         "_transfer_encoding",
         "_upgrade",
@@ -247,6 +275,14 @@ class H1Connection:
         self._synthetic = False
         self._remaining = 0
         self._method: str | None = None  # a method llhttp does not know (see _LLHTTP_METHODS)
+        self._decoder: ChunkedDecoder | None = None
+        # Message boundaries in the buffer llhttp parses (llhttp reports no offsets): where
+        # the current message starts, where the next one will, and the last bytes of a
+        # head begun in an earlier buffer. Needed to take a chunked body over from llhttp.
+        self._buf = b""
+        self._start = 0
+        self._next_start = _UNKNOWN
+        self._tail: bytes | None = b""
         self._held = b""  # the start of a request line, until its method is complete
         self.trailing_data = b""
         self._on_message_begin()  # empty head state, then: not in a head yet
@@ -281,11 +317,14 @@ class H1Connection:
             if state is _UPGRADE_BODY:
                 self._receive_upgrade_body(data)
             else:
-                if state is _IDLE:
+                if state is _CHUNKED:
+                    data = self._receive_chunked(data)
+                if data and self._state is _IDLE:
                     data = self._stand_in_method(data)
-                    if not data:
-                        return events
-                self._run_parser(data)
+                if data:
+                    self._run_parser(data)
+        except RemoteProtocolError as exc:  # from the chunked decoder
+            self._fail(exc, events)
         except HttpParserError as exc:
             if self._state is _CLOSED and self._pending_error is None:
                 return events  # llhttp: "Data after `Connection: close`" (see above)
@@ -352,14 +391,95 @@ class H1Connection:
 
     def _run_parser(self, data: bytes) -> None:
         while True:
+            self._begin_buffer(data)
             try:
                 self._parser.feed_data(data)
+                self._end_buffer()
                 return
             except HttpParserUpgrade as exc:
                 rest = self._after_llhttp_pause(data[exc.args[0] :])
-                if not rest:
-                    return
-                data = rest
+            except HttpParserCallbackError as exc:
+                if not isinstance(exc.__context__, _TakeOver):
+                    raise
+                rest = self._take_over_body(data[exc.__context__.args[0] :])
+            if not rest:
+                return
+            data = rest
+
+    # -- message boundaries, and chunked bodies ---------------------------------------
+
+    def _begin_buffer(self, data: bytes) -> None:
+        self._buf = data
+        state = self._state
+        if state is _IDLE:
+            self._start = 0
+        elif state is _HEAD:
+            self._start = _EARLIER
+        else:
+            self._start = _UNKNOWN
+
+    def _end_buffer(self) -> None:
+        """llhttp took the whole buffer: carry what the next one needs to know."""
+        buf = self._buf
+        if self._state is _HEAD:
+            start = self._start
+            if start >= 0:
+                start = _skip_empty_lines(buf, start)
+                self._tail = buf[max(start, len(buf) - 3) :]
+            elif start == _EARLIER and self._tail is not None:
+                self._tail = (self._tail + buf)[-3:]
+            else:
+                self._tail = None
+        if self._next_start >= 0:
+            self._next_start = max(_UNKNOWN, self._next_start - len(buf))
+        self._buf = b""
+
+    def _head_end(self) -> int | None:
+        """Offset in the current buffer just after the head llhttp has just parsed.
+
+        llhttp (strict) allows no CR or LF inside a request line or field, so the head
+        ends at the first CRLFCRLF after the message's start (past any empty lines before
+        it, RFC 9112 §2.2)."""
+        buf, start = self._buf, self._start
+        if start >= 0:
+            end = buf.find(b"\r\n\r\n", _skip_empty_lines(buf, start))
+            return None if end == -1 else end + 4
+        if start == _EARLIER and self._tail is not None:
+            tail = self._tail
+            end = (tail + buf[:4096]).find(b"\r\n\r\n")
+            if end == -1:
+                end = buf.find(b"\r\n\r\n")
+                return None if end == -1 else end + 4
+            return end + 4 - len(tail)
+        return None
+
+    def _take_over_body(self, rest: bytes) -> bytes:
+        """llhttp stopped after a chunked request's head: decode its body ourselves."""
+        self._parser = HttpRequestParser(self._callbacks)  # the next message's
+        self._buf = b""
+        data = self._receive_chunked(rest)
+        if data and self._state is _IDLE:
+            data = self._stand_in_method(data)
+        return data
+
+    def _receive_chunked(self, data: bytes) -> bytes:
+        """Feed the chunked body; returns the bytes after it once it is complete."""
+        decoder = self._decoder
+        assert decoder is not None
+        pieces, done, rest = decoder.feed(data)
+        events = self._events
+        for piece in pieces:
+            events.append(Data(piece))
+        if not done:
+            return b""
+        events.append(EndOfMessage())
+        self._decoder = None
+        self._headers = []
+        if not self._keep_alive:
+            self._state = _CLOSED  # RFC 9112 §9.6: what follows is not read
+            return b""
+        self._state = _IDLE
+        return rest
 
     def _after_llhttp_pause(self, rest: bytes) -> bytes:
         """llhttp stopped after the head of an upgrade or CONNECT request.
@@ -401,6 +521,7 @@ class H1Connection:
         end of message that follow are the real request's.
         """
         close = b"" if self._keep_alive else b"Connection: close\r\n"
+        self._next_start = _UNKNOWN  # llhttp frames this body; its end is not ours to see
         self._synthetic = True
         self._parser.feed_data(b"PUT / HTTP/1.1\r\nHost: x\r\n" + framing + close + b"\r\n")
         self._state = _BODY
@@ -421,7 +542,7 @@ class H1Connection:
 
     def _receive_eof(self) -> list[Event]:
         state = self._state
-        if state is _BODY or state is _UPGRADE_BODY:
+        if state is _BODY or state is _UPGRADE_BODY or state is _CHUNKED:
             # The app must not mistake a truncated body for a complete one (RFC 9112 §8).
             self._fail(RemoteProtocolError("connection closed in the middle of a body"), [])
         if state is _State.EOF:
@@ -558,6 +679,20 @@ class H1Connection:
         self._events.append(request)
         self._state = _BODY
         self._headers = []  # from here on, it collects trailer fields (see _on_header)
+        head_end = self._head_end()
+        if head_end is None or upgrade is not None or parser.should_upgrade():
+            self._next_start = _UNKNOWN
+        elif chunked:
+            # RFC 9112 §7.1.1 allows whitespace in chunk extensions that llhttp refuses:
+            # the body is decoded by proto/chunked.py, from the end of this head.
+            limits = self._limits
+            self._decoder = ChunkedDecoder(
+                limits.max_header_field_size, limits.max_header_fields, self._field_limit
+            )
+            self._state = _CHUNKED
+            raise _TakeOver(head_end)
+        else:
+            self._next_start = head_end + (length or 0)
 
     def _on_body(self, data: bytes) -> None:
         self._events.append(Data(data))
@@ -565,6 +700,7 @@ class H1Connection:
     def _on_message_complete(self) -> None:
         if self._body_skipped:
             return  # see _after_llhttp_pause
+        self._start, self._next_start = self._next_start, _UNKNOWN
         self._events.append(EndOfMessage())
         self._state = _IDLE if self._keep_alive else _CLOSED
 

@@ -150,3 +150,19 @@ def test_a_page_of_thirty_slow_subresources_is_served_at_once(server: Preforkd) 
     finally:
         client.close()
     assert most == 30, f"at most {most} ran at once"
+
+
+@pytest.mark.parametrize(
+    "size_line", [b"5 ; name=value", b"5; name = value", b'5\t;\tname="v; x"', b"5;flag"]
+)
+def test_chunk_extensions_with_optional_whitespace_are_accepted(
+    server: Preforkd, size_line: bytes
+) -> None:
+    """RFC 9112 §7.1.1: BWS around ";" and "="; extension values are ignored."""
+    assert server.port is not None
+    request = (
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n" + size_line + b"\r\nhello\r\n0\r\n\r\n"
+    )
+    data = raw_request("127.0.0.1", server.port, request)
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"hello"), data[-200:]
