@@ -7,11 +7,12 @@ default mode). llhttp owns the grammar: request line, field syntax and Content-L
 framing. Chunked bodies are decoded by :mod:`preforkd.proto.chunked` (llhttp refuses the
 whitespace RFC 9112 §7.1.1 allows in chunk extensions): llhttp is stopped after a chunked
 request's head, whose end we find ourselves (llhttp reports no offsets; see _head_end),
-and a fresh parser takes the next request. The callbacks below add what llhttp leaves to its user: size limits, the
-Host and request-target rules, the transfer-coding policy and the version policy, and turn
-each request into the shared events (``events.Request``, ``Data``, ``EndOfMessage``,
-``ConnectionClosed``). ``receive_data`` feeds one buffer and returns every event it
-completed, so pipelined requests come out in order without extra state in the caller.
+and a fresh parser takes the next request. The callbacks below add what llhttp leaves to
+its user: size limits, the Host and request-target rules, the transfer-coding policy and
+the version policy, and turn each request into the shared events (``events.Request``,
+``Data``, ``EndOfMessage``, ``ConnectionClosed``). ``receive_data`` feeds one buffer and
+returns every event it completed, so pipelined requests come out in order without extra
+state in the caller.
 
 Two rules keep this module honest:
 
