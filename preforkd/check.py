@@ -185,9 +185,8 @@ async def _h2(
                 rtt = time.monotonic() - ping_sent
             elif isinstance(event, h2.events.StreamReset) and event.stream_id == 1:
                 raise Unhealthy(f"stream reset by the server (error {event.error_code})")
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                if status is None:
-                    raise Unhealthy(f"GOAWAY from the server (error {event.error_code})")
+            elif isinstance(event, h2.events.ConnectionTerminated) and status is None:
+                raise Unhealthy(f"GOAWAY from the server (error {event.error_code})")
         writer.write(conn.data_to_send())
     if status is None:
         raise Unhealthy("the server closed the connection without a response")
