@@ -67,10 +67,8 @@ def test_broken_renewal_keeps_the_old_certificate(start_server: Start, tmp_path:
 
 
 def test_mismatched_key_keeps_the_old_certificate(start_server: Start, tmp_path: Path) -> None:
-    server, cert, key, first = start_tls(start_server, tmp_path)
-    other_key = tmp_path / "other.pem"
-    write_leaf(trustme.CA(), tmp_path / "other-cert.pem", other_key)
-    write_leaf(trustme.CA(), cert, tmp_path / "unused.pem")  # cert renewed, key not
+    server, cert, _, first = start_tls(start_server, tmp_path)
+    write_leaf(trustme.CA(), cert, tmp_path / "unused.pem")  # cert renewed, its key not
     server.signal(signal.SIGHUP)
     server.wait_log(r"HUP: .*cannot load the certificate")
     assert served(server) == first
