@@ -15,7 +15,9 @@ What the master says, and when (the arbiter reports its state after each turn):
 - ``MAINPID=`` from a new master started by USR2, with its first ``READY=1`` and before
   it tells the old master to stop: systemd then follows the new master, and the old
   one's exit does not stop the service. systemd accepts a message from a process other
-  than the main one only with ``NotifyAccess=all`` (conf/preforkd.service). The old
+  than the main one only with ``NotifyAccess=all`` (conf/preforkd.service), and reads
+  notifications before it handles a child's exit, so the datagram sent before the old
+  master is told to stop is seen before that master's exit. The old
   master says nothing more once it has handed over: its ``STOPPING=1`` would stop the
   service.
 """
