@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from preforkd.master.notify import monotonic_usec
-from tests.integration.harness import Preforkd, free_port, is_alive, raw_request, wait_for
+from tests.integration.harness import ROOT, Preforkd, free_port, is_alive, raw_request, wait_for
 
 
 class FakeSystemd:
@@ -164,3 +166,43 @@ def test_path_address(tmp_path: Path) -> None:
         server.stop()
         fake.sock.close()
         path.unlink()
+
+
+# What systemd does for preforkd.socket + preforkd.service: bind the socket, start the
+# service with it at descriptor 3, LISTEN_PID=<its pid>, LISTEN_FDS=1, NOTIFY_SOCKET.
+SYSTEMD_EXEC = """
+import os, sys
+os.dup2(int(sys.argv[1]), 3)
+os.close(int(sys.argv[1]))
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
+os.execv(sys.executable, [sys.executable, "-m", "preforkd", *sys.argv[2:]])
+"""
+
+
+def test_socket_activation_with_notify(tmp_path: Path, systemd: tuple[FakeSystemd, str]) -> None:
+    fake, address = systemd
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
+    log_path = tmp_path / "activated.log"
+    env = {**os.environ, "NOTIFY_SOCKET": address, "PYTHONPATH": str(ROOT)}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SYSTEMD_EXEC, str(listener.fileno()), "examples.hello:app"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            pass_fds=(listener.fileno(),),
+        )  # fmt: skip
+    listener.close()  # the service holds it now (systemd would keep its own copy)
+    try:
+        fake.wait("READY=1")
+        assert "socket activation: using 1 socket(s)" in log_path.read_text()
+        request = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        assert raw_request("127.0.0.1", port, request).startswith(b"HTTP/1.1 200")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert fake.summary() == [["READY", "STATUS"], ["STOPPING", "STATUS"]]
