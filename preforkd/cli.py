@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from preforkd import errors, logs
 from preforkd.settings import EarlyExit, load_config
@@ -16,12 +16,29 @@ def _fail(message: str) -> int:
     return errors.EXIT_CONFIG_ERROR
 
 
+# Subcommands: the first argument names one; anything else is an app to serve.
+SUBCOMMANDS = {"check": "preforkd.check:main"}
+
+
+def _subcommand(argv: Sequence[str]) -> int | None:
+    if not argv or argv[0] not in SUBCOMMANDS:
+        return None
+    import importlib
+
+    module, _, function = SUBCOMMANDS[argv[0]].partition(":")
+    run: Callable[[Sequence[str]], int] = getattr(importlib.import_module(module), function)
+    return run(argv[1:])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run preforkd with ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
 
     Usable as ``sys.exit(main())``. Configuration problems are all reported on standard
     error, one ``preforkd: error:`` line each, with exit code EXIT_CONFIG_ERROR.
     """
+    args = sys.argv[1:] if argv is None else argv
+    if (code := _subcommand(args)) is not None:
+        return code
     try:
         cfg = load_config(argv)
     except EarlyExit as early:  # --help, --version

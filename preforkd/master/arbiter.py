@@ -134,6 +134,7 @@ class Arbiter:
         self._check_heartbeats()
         self._kill_overdue()
         self._reconcile()
+        self._tell_supervisor()
         if self.phase is Phase.STOPPING and not self.workers:
             log.info("stopped")
             return self.exit_code
@@ -166,6 +167,8 @@ class Arbiter:
             deadlines.append(self.spawn_after)
         if (restart := self.watcher.restart_at) is not None:
             deadlines.append(restart)
+        if (ping := self.context.notifier.watchdog_at) is not None:
+            deadlines.append(ping)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - self.processes.monotonic())
@@ -280,6 +283,7 @@ class Arbiter:
         pid = self.successor.pid
         log.info("USR2: the new master (pid %d) is serving; stopping this one gracefully", pid)
         self.handed_over = True
+        self.context.notifier.hand_over()
         self.successor.close()
         self.successor = None
         set_title(f"preforkd: old master [{self.cfg.app}] (handed over)")
@@ -340,7 +344,16 @@ class Arbiter:
             return
         if self.workers.ready_count(self.generation) >= self.target:
             self.context.on_serving = None
+            self._tell_supervisor()  # a new master (USR2): MAINPID= before the old one goes
             on_serving()
+
+    def _tell_supervisor(self) -> None:
+        """Report our state to systemd (preforkd.master.notify), and ping its watchdog."""
+        serving = self.proven and self.workers.ready_count(self.generation) >= self.target
+        notifier = self.context.notifier
+        stopping = self.phase is Phase.STOPPING
+        notifier.update(stopping, self.fallback is not None, serving, self.generation, self.target)
+        notifier.watchdog(self.processes.monotonic())
 
     # --- heartbeats ---------------------------------------------------------------------
 

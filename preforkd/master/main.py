@@ -20,6 +20,7 @@ from preforkd.config import Config
 from preforkd.devmode import apply_dev
 from preforkd.heartbeat import HeartbeatTable
 from preforkd.master.arbiter import Arbiter, Context
+from preforkd.master.notify import Notifier
 from preforkd.master.process import OSProcesses
 from preforkd.master.reload import Origin
 from preforkd.master.signals import MasterPipes, SignalHandlers
@@ -130,6 +131,7 @@ def _run_bound(
             log.error("cannot fork: the master has threads (%s)%s", ", ".join(threads), hint)
             return (errors.EXIT_APP_LOAD_ERROR if cfg.preload else errors.EXIT_FAILURE), False
         context = Context(app, credentials, origin)
+        context.notifier = Notifier.from_environ(os.environ, upgraded=inheritance is not None)
         if inheritance is not None:
             context.on_serving = lambda: _take_over(pidfile, inheritance)
         return _supervise(cfg, listeners, context, stale)

@@ -67,10 +67,25 @@ def reread_config(origin: Origin, current: Config, why: str) -> Config | None:
     finally:
         os.chdir(here)
     new = apply_dev(new)
+    if problems := tls_problems(new):
+        # A renewal written half-way, or a key that does not match: the new generation
+        # would fail to boot on it. Keep serving the certificate loaded before.
+        log.error("%s: %s; keeping the current configuration and certificate", why, problems)
+        return None
     kept = fixed_changes(current, new, why)
     new = dataclasses.replace(new, **kept)
     log_changes(current, new, why)
     return new
+
+
+def tls_problems(cfg: Config) -> str:
+    """Why the certificate files of ``cfg`` cannot be served (empty: they can).
+
+    A reload re-reads them here, in the master, the same way each new worker will: that
+    is how renewed certificates are served without a restart (HUP after the renewal)."""
+    from preforkd.worker.tls import check_tls_settings
+
+    return "; ".join(check_tls_settings(cfg))
 
 
 def fixed_changes(current: Config, new: Config, why: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from preforkd.errors import ConfigError
 from preforkd.heartbeat import HeartbeatTable
 from preforkd.loading import load_app
 from preforkd.logs import reopen_log_files
+from preforkd.master.notify import Notifier
 from preforkd.master.reload import Origin
 from preforkd.worker.main import WSGIApp
 
@@ -41,6 +42,7 @@ class Context:
     origin: Origin | None = None  # how we were started: needed by reload and USR2
     heartbeats: HeartbeatTable | None = None  # None: no --timeout supervision
     on_serving: Callable[[], None] | None = None  # called once all workers are first ready
+    notifier: Notifier = field(default_factory=Notifier.disabled)  # systemd (sd_notify)
 
 
 def resolve_credentials(user: str | None, group: str | None) -> Credentials:
