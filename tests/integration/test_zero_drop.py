@@ -9,7 +9,6 @@ restart and expects zero failed requests.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import signal
 import socket
@@ -22,18 +21,10 @@ import pytest
 
 from tests.integration.harness import Preforkd, raw_request, wait_for
 from tests.integration.mixed_load import MixedLoad
-from tests.integration.test_reload import stop_by_pid
+from tests.integration.test_reload import LOOPS, stop_by_pid
 
 Start = Callable[..., Preforkd]
 
-LOOPS = [
-    "asyncio",
-    pytest.param(
-        "uvloop",
-        marks=pytest.mark.skipif(importlib.util.find_spec("uvloop") is None,
-                                 reason="uvloop is not installed"),
-    ),
-]  # fmt: skip
 
 RECYCLING = ("--max-requests", "400", "--max-requests-jitter", "50")
 
