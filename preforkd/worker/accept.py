@@ -31,12 +31,11 @@ from preforkd.worker.tls import ListenerSpec
 
 log = logging.getLogger("preforkd.worker")
 
-# At most this many accept() calls per listener per loop turn. One: the worker serves
-# what it has between two accepts, so it never takes a burst beyond --worker-connections,
-# and workers that share a listener each take part of a burst (with 4, 64 connections
-# opened at once went 55/9 now and then on asyncio's loop). A loop turn costs far less
-# than a connection's set-up, so one worker alone still accepts as fast as it serves.
-ACCEPT_BATCH = 1
+# At most this many accept() calls per listener per loop turn: bounded, so that a burst
+# of new connections cannot take a worker far past --worker-connections and the workers
+# sharing a listener each take part of it; large enough that accepting costs few loop
+# turns (one accept per turn cost measurably more CPU per new connection).
+ACCEPT_BATCH = 16
 EXHAUSTED_PAUSE = 0.5  # seconds without accepting after EMFILE/ENFILE
 EXHAUSTED_LOG_INTERVAL = 10.0  # at most one "out of descriptors" line per this many seconds
 _EXHAUSTED = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))

@@ -105,7 +105,9 @@ def _serve(spec: WorkerSpec, app: WSGIApp, loop: asyncio.AbstractEventLoop) -> i
     from preforkd.logs import AccessLog, reopen_log_files
 
     access_log = AccessLog(cfg.access_logfile, cfg.access_log_format)
-    executor = AppThreads(cfg.threads, name=f"preforkd-w{spec.worker_id}")
+    executor = AppThreads(
+        cfg.threads, name=f"preforkd-w{spec.worker_id}", call_later=loop.call_later
+    )
     state = WorkerState(
         app=app,
         settings=connection_settings(cfg),

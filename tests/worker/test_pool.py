@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from preforkd.worker.pool import AppThreads
 from tests.integration.harness import wait_for
@@ -55,4 +56,19 @@ def test_idle_threads_retire_down_to_the_kept_few() -> None:
     for i in range(5):
         pool.submit(lambda n: (gate2.wait(), done.append(n)), i)
     wait_for(lambda: len(done) == 13, timeout=5, what="five more at once")
+    pool.shutdown()
+
+
+def test_beyond_the_eager_threads_the_pool_grows_only_while_threads_are_blocked() -> None:
+    def call_later(delay: float, fn: Callable[[], None]) -> None:
+        threading.Timer(delay, fn).start()  # stands in for the loop's call_later
+
+    pool = AppThreads(8, eager=2, call_later=call_later)
+    gate = threading.Barrier(6, timeout=5)  # passes only if six run at once
+    done: list[int] = []
+    for i in range(6):
+        pool.submit(lambda n: (gate.wait(), done.append(n)), i)
+    assert pool.started == 2  # the others wait for the starvation check
+    wait_for(lambda: len(done) == 6, timeout=5, what="six blocked tasks at once")
+    assert pool.started == 6
     pool.shutdown()
