@@ -37,7 +37,7 @@ Task = tuple[Callable[[Any], None], Any]
 IDLE_TIMEOUT = 60.0  # seconds an idle thread waits for work before it ends
 KEEP = 4  # threads never retired for idleness (the next quick requests need no start)
 EAGER = 16  # threads started as soon as a task finds none idle
-STARVED_AFTER = 0.005  # no task finished for this long: the threads are blocked, add one
+STARVED_AFTER = 0.05  # no task finished for this long: the threads are blocked; add some
 
 
 class AppThreads:
