@@ -171,6 +171,7 @@ _LLHTTP_METHODS = (
     | _NON_HTTP_METHODS
 )
 _STAND_IN = b"PUT"
+_COMMON_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ")
 # RFC 9110 §5.6.2: token = 1*tchar.
 _TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # The longest method we take (a request line is limited anyway; this bounds the look-ahead
@@ -373,6 +374,8 @@ class H1Connection:
         """The bytes to feed llhttp at the start of a request: with a method llhttp does
         not know replaced by our stand-in (remembered in ``_method``). Returns b"" while
         the method is still incomplete (held back, bounded by ``_MAX_METHOD``)."""
+        if data.startswith(_COMMON_METHODS) and not self._held:
+            return data  # the common case: a method llhttp knows, at the start
         data = self._held + data if self._held else data
         self._held = b""
         start = 0
