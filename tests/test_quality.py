@@ -50,3 +50,11 @@ def test_protocol_cores_import_no_io() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"preforkd.proto imported {result.stdout.strip()}"
+
+
+def test_heartbeat_imports_neither_master_nor_worker() -> None:
+    # Issue 11: heartbeat.py is shared by the master and the workers, so it must not name
+    # either side, not even under TYPE_CHECKING (that is still an arrow for the reader).
+    source = (ROOT / "preforkd" / "heartbeat.py").read_text()
+    assert "preforkd.worker" not in source
+    assert "preforkd.master" not in source

@@ -22,13 +22,14 @@ from typing import Any
 
 from preforkd import errors
 from preforkd.config import Config
-from preforkd.heartbeat import HeartbeatSlot, Watchdog, install_stack_dumper
+from preforkd.heartbeat import HeartbeatSlot
 from preforkd.proto.h1 import H1Limits
 from preforkd.proto.h2 import H2Settings
 from preforkd.worker.pool import AppThreads
 from preforkd.worker.server import Server
 from preforkd.worker.state import ConnectionSettings, WorkerState
 from preforkd.worker.tls import listener_specs
+from preforkd.worker.watchdog import Watchdog, install_stack_dumper
 from preforkd.wsgi.environ import ProxyTrust, default_script_name
 
 WSGIApp = Callable[..., Any]

@@ -16,8 +16,9 @@ import pytest
 from preforkd.config import Config
 from preforkd.devmode import apply_dev, error_location, load_error_app
 from preforkd.errors import AppLoadError
-from preforkd.heartbeat import HeartbeatTable, Watchdog
+from preforkd.heartbeat import HeartbeatTable
 from preforkd.master.process import forget_modules
+from preforkd.worker.watchdog import Watchdog
 
 
 @dataclass
