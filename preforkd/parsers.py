@@ -61,6 +61,12 @@ def bind_address(text: str) -> str:
         if not value[5:].isdigit():
             raise ValueError(f"{value!r}: fd:// needs a file descriptor number, e.g. fd://3")
         return value
+    scheme, sep, _ = value.partition("://")
+    if sep and scheme.isalpha():  # "http://127.0.0.1:8000": a URL, not an address
+        raise ValueError(
+            f"{value!r}: a bind address takes no scheme: HOST:PORT (e.g. 127.0.0.1:8000, "
+            "or :8000 for all interfaces), [IPv6]:PORT, unix:PATH or fd://N"
+        )
     host, sep, port = value.rpartition(":")
     if not sep:
         raise ValueError(f"{value!r} is not HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N")

@@ -373,3 +373,18 @@ def test_chdir_and_pythonpath(start_server: Start, tmp_path: Path) -> None:
     server = start_server("pfd_chdir_app:app", "--chdir", str(project), "--pythonpath", str(lib))
     assert server.cwd == ROOT  # found only through --chdir and --pythonpath
     assert get(f"http://127.0.0.1:{server.port}/").text == f"from the pythonpath in {project}"
+
+
+def test_a_bind_with_a_scheme_says_what_a_bind_takes() -> None:
+    """Issue 11: '-b http://127.0.0.1:8000' reported an IPv6 error."""
+    result = run_preforkd(["-b", "http://127.0.0.1:8000", "examples.hello:app"])
+    assert result.returncode == 2
+    assert "a bind address takes no scheme: HOST:PORT" in result.stderr
+    assert "goes in brackets" not in result.stderr
+
+
+def test_a_bind_without_a_host_listens_on_all_interfaces(start_server: Start) -> None:
+    port = free_port()
+    server = start_server("probe:app", "-b", f":{port}", bind=False, wait=False)
+    server.wait_serving(port=port)
+    assert f"listening on 0.0.0.0:{port}" in server.log()
