@@ -388,3 +388,12 @@ def test_a_bind_without_a_host_listens_on_all_interfaces(start_server: Start) ->
     server = start_server("probe:app", "-b", f":{port}", bind=False, wait=False)
     server.wait_serving(port=port)
     assert f"listening on 0.0.0.0:{port}" in server.log()
+
+
+def test_the_example_config_file_runs_as_the_readme_says(start_server: Start) -> None:
+    """Issue 11: 'preforkd -c conf/preforkd.toml' had no app (every key commented out)."""
+    port = free_port()
+    server = start_server("-c", "conf/preforkd.toml", "-b", f"127.0.0.1:{port}",
+                          bind=False, wait=False)  # fmt: skip
+    server.wait_serving(port=port)
+    assert get(f"http://127.0.0.1:{port}/").text == "Hello, world!\n"
