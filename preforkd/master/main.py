@@ -75,6 +75,7 @@ def run_master(cfg: Config, argv: Sequence[str] | None = None) -> int:
     try:
         for listener in listeners:
             log.info("listening on %s%s", listener.name, " (inherited)" if inheritance else "")
+        log.info("%s", startup_summary(cfg, listeners))
         if inheritance is not None:
             check_binds(inheritance, cfg.binds)
         code, handed_over = _run_bound(cfg, listeners, credentials, origin, inheritance)
@@ -95,6 +96,33 @@ def _apply_dev(cfg: Config) -> Config:
     if dev.reload:
         sys.dont_write_bytecode = True  # no stale .pyc after an edit within the same second
     return dev
+
+
+def startup_summary(cfg: Config, listeners: Sequence[Listener]) -> str:
+    """One line that says what this server runs with: what an operator reads first."""
+    import platform
+
+    from preforkd import __version__
+    from preforkd.worker.tls import listener_protocols
+
+    loop = cfg.loop
+    if loop in ("auto", "uvloop"):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            loop = f"uvloop {version('uvloop')}"
+        except PackageNotFoundError:
+            loop = "asyncio"
+    tls = "TLS" if cfg.certfile else "plain"
+    served = ", ".join(
+        f"{listener.name} {'+'.join(sorted(listener_protocols(cfg, listener.sock)))} ({tls})"
+        for listener in listeners
+    )
+    return (
+        f"preforkd {__version__} on {platform.python_implementation()} "
+        f"{platform.python_version()}, {loop} loop, {cfg.workers} worker(s) x up to "
+        f"{cfg.threads} threads, app {cfg.app}; serving {served}"
+    )
 
 
 def _run_bound(
