@@ -364,6 +364,9 @@ def _cli_default(spec: Spec) -> str:
         return "required"
     if spec.default is None or spec.default == ():
         return "default: none"
+    if isinstance(spec.default, tuple):
+        # ", " so that help wraps between items, never inside one (".gi t,__pycache__").
+        return "default: " + ", ".join(str(item) for item in spec.default)
     return f"default: {show_value(spec, spec.default)}"
 
 

@@ -133,3 +133,19 @@ def test_help_into_a_closed_pipe_is_quiet() -> None:
     proc.stdout.close()  # before the child writes: its write meets a pipe with no reader
     assert proc.wait(10) == 0
     assert b"Traceback" not in proc.stderr.read()
+
+
+def test_help_wraps_between_words_never_inside_one() -> None:
+    """Issue 11: a list default wrapped mid-word ('.gi t,__pycache__')."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "80"}
+    out = subprocess.run(
+        [sys.executable, "-m", "preforkd", "--help"], capture_output=True, text=True, env=env,
+        check=True,
+    ).stdout  # fmt: skip
+    words = set(out.split())
+    for item in (".git,", "__pycache__,", ".mypy_cache,", ".pytest_cache,", "*.pyc,"):
+        assert item in words, item
