@@ -90,7 +90,8 @@ class Arbiter:
         self.phase = Phase.BOOTING
         self.quick = False  # a quick stop was asked for
         self.exit_code = errors.EXIT_OK
-        self.target = cfg.workers  # wanted number of workers (TTIN/TTOU change it)
+        # Wanted number of workers: TTIN/TTOU change it, and USR2 hands it on (Context).
+        self.target = self.context.workers or cfg.workers
         self.generation = 1  # the generation being kept at self.target workers
         self.proven = False  # a worker of self.generation has been ready
         self.fallback: Fallback | None = None  # serving while self.generation boots
@@ -274,7 +275,12 @@ class Arbiter:
             log.warning("USR2: ignored: this master does not know how it was started")
         else:
             self.successor = Successor.start(
-                self.processes, self._selector, self.context.origin, self._listeners, self.cfg
+                self.processes,
+                self._selector,
+                self.context.origin,
+                self._listeners,
+                self.cfg,
+                self.target,
             )
 
     def handle_successor_serving(self, command: Command) -> None:

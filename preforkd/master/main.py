@@ -162,6 +162,9 @@ def _run_bound(
         context.notifier = Notifier.from_environ(os.environ, upgraded=inheritance is not None)
         if inheritance is not None:
             context.on_serving = lambda: _take_over(pidfile, inheritance)
+            if inheritance.workers is not None:
+                context.workers = inheritance.workers
+                log.info("USR2: keeping %d worker(s), as TTIN/TTOU left them", inheritance.workers)
         return _supervise(cfg, listeners, context, stale)
     finally:
         if pidfile is not None:

@@ -43,6 +43,7 @@ class Context:
     heartbeats: HeartbeatTable | None = None  # None: no --timeout supervision
     on_serving: Callable[[], None] | None = None  # called once all workers are first ready
     notifier: Notifier = field(default_factory=Notifier.disabled)  # systemd (sd_notify)
+    workers: int | None = None  # after USR2: the old master's count, if TTIN/TTOU changed it
 
 
 def resolve_credentials(user: str | None, group: str | None) -> Credentials:

@@ -62,6 +62,8 @@ class Inheritance:
     notify_fd: int  # write "serving <pid>" here once all our workers are ready
     binds: tuple[str, ...]  # the predecessor's configured binds
     predecessor: int  # its pid
+    # Its number of workers, when TTIN/TTOU changed it from --workers: kept across USR2.
+    workers: int | None = None
 
     def encode(self) -> str:
         return json.dumps(
@@ -70,6 +72,7 @@ class Inheritance:
                 "notify_fd": self.notify_fd,
                 "binds": list(self.binds),
                 "predecessor": self.predecessor,
+                "workers": self.workers,
             }
         )
 
@@ -79,8 +82,13 @@ class Inheritance:
         try:
             data = json.loads(text)
             sockets = tuple(InheritedSocket(int(fd), path) for fd, path in data["sockets"])
+            workers = data.get("workers")
             return cls(
-                sockets, int(data["notify_fd"]), tuple(data["binds"]), int(data["predecessor"])
+                sockets,
+                int(data["notify_fd"]),
+                tuple(data["binds"]),
+                int(data["predecessor"]),
+                None if workers is None else int(workers),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise BindError(f"{ENV_VAR} is malformed ({exc}): {text!r}") from None
@@ -123,11 +131,15 @@ def check_binds(inheritance: Inheritance, binds: Sequence[str]) -> None:
 
 
 def successor_program(
-    origin: Origin, listeners: Sequence[Listener], notify_fd: int, binds: Sequence[str]
+    origin: Origin,
+    listeners: Sequence[Listener],
+    notify_fd: int,
+    binds: Sequence[str],
+    workers: int | None = None,
 ) -> ProgramSpec:
     """How to start the new master (step 1 of the module docstring)."""
     sockets = tuple(InheritedSocket(lst.sock.fileno(), lst.unlink_path) for lst in listeners)
-    inheritance = Inheritance(sockets, notify_fd, tuple(binds), os.getpid())
+    inheritance = Inheritance(sockets, notify_fd, tuple(binds), os.getpid(), workers)
     env = {k: v for k, v in origin.environ.items() if not k.startswith(INTERNAL_PREFIX)}
     env[ENV_VAR] = inheritance.encode()
     return ProgramSpec(
@@ -171,11 +183,14 @@ class Successor:
         origin: Origin,
         listeners: Sequence[Listener],
         cfg: Config,
+        workers: int,
     ) -> Successor | None:
+        """Start the new master; ``workers`` is our current count (TTIN/TTOU included)."""
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
+        kept = workers if workers != cfg.workers else None
         try:
-            pid = processes.spawn(successor_program(origin, listeners, write_fd, cfg.binds))
+            pid = processes.spawn(successor_program(origin, listeners, write_fd, cfg.binds, kept))
         except OSError as exc:
             log.error("USR2: cannot start a new master: %s", exc)
             os.close(read_fd)

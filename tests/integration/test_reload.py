@@ -429,3 +429,36 @@ def _bounded(request: pytest.FixtureRequest) -> Iterator[None]:
     started = time.monotonic()
     yield
     assert time.monotonic() - started < 30, f"{request.node.name} took too long"
+
+
+def test_usr2_keeps_a_worker_count_changed_by_ttin(start_server: Start, tmp_path: Path) -> None:
+    """Issue 11: the new master used to start --workers workers, dropping TTIN/TTOU."""
+    server = start_server("probe:app", "-w", "2")
+    server.wait_workers(2)
+    server.signal(signal.SIGTTIN)
+    server.wait_workers(3)
+    new_master = 0
+    try:
+        server.signal(signal.SIGUSR2)
+        text = server.wait_log(r"USR2: started a new master \(pid \d+\)")
+        match = re.search(r"USR2: started a new master \(pid (\d+)\)", text)
+        assert match is not None
+        new_master = int(match[1])
+        assert server.wait_exit(timeout=15) == 0
+        wait_for(lambda: len(worker_pids(_Master(new_master))) == 3,
+                 what="three workers under the new master")  # fmt: skip
+        assert "USR2: keeping 3 worker(s), as TTIN/TTOU left them" in server.log()
+    finally:
+        if new_master:
+            stop_by_pid(new_master)
+
+
+class _Master(Preforkd):
+    """A master we did not start (the new one after USR2), seen through /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+
+    @property
+    def pid(self) -> int:
+        return self._pid
