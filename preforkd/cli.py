@@ -49,16 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return errors.EXIT_OK
     except errors.ConfigError as exc:
         return _fail(str(exc))
-    from preforkd.worker.tls import check_tls_settings
-
-    problems = check_tls_settings(cfg)  # load the certificate now, before any worker
-    if problems:
-        return _fail("\n".join(problems))
     try:
         logs.setup_error_log(cfg)
     except OSError as exc:
         return _fail(f"--error-logfile: cannot open {cfg.error_logfile!r}: {exc.strerror}")
 
-    from preforkd.master.arbiter import run  # imported late: --help must stay fast
+    from preforkd.master.main import run  # imported late: --help must stay fast
 
     return run(cfg)

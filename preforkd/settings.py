@@ -19,7 +19,7 @@ Naming rules:
   unknown ``PREFORKD_*`` variable is an error.
 - CLI: the flags declared in ``Setting.flags``; booleans get ``--no-<flag>`` too.
 
-Run ``python -m preforkd.settings`` to print the settings reference,
+Run ``python -m preforkd.settings_docs`` to print the settings reference,
 ``--update-readme`` to rewrite it in README.md, ``--example-toml`` to print the example
 config file (conf/preforkd.toml).
 """
@@ -455,9 +455,3 @@ def show_value(spec: Spec, value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(str(item) for item in value)
     return str(value)
-
-
-if __name__ == "__main__":  # python -m preforkd.settings: the docs generators
-    from preforkd.settings_docs import main
-
-    raise SystemExit(main())

@@ -35,9 +35,9 @@ def fake_run(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Config]]:
         calls.append(cfg)
         return 7
 
-    module = types.ModuleType("preforkd.master.arbiter")
+    module = types.ModuleType("preforkd.master.main")
     module.run = run  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "preforkd.master.arbiter", module)
+    monkeypatch.setitem(sys.modules, "preforkd.master.main", module)
     logger = logging.getLogger("preforkd")
     saved = (logger.handlers[:], logger.level, logger.propagate, logs._installed[:])
     yield calls

@@ -363,7 +363,7 @@ def test_readme_settings_block_is_in_sync() -> None:
     assert readme.count(README_START) == 1 and readme.count(README_END) == 1
     between = readme.split(README_START)[1].split(README_END)[0]
     assert between == "\n" + settings_reference_markdown(), (
-        "README.md is stale: run python -m preforkd.settings --update-readme"
+        "README.md is stale: run python -m preforkd.settings_docs --update-readme"
     )
 
 
@@ -389,7 +389,7 @@ def test_example_toml_is_in_sync() -> None:
     shipped = (ROOT / "conf" / "preforkd.toml").read_text(encoding="utf-8")
     assert shipped == example_toml(), (
         "conf/preforkd.toml is stale: run "
-        "python -m preforkd.settings --example-toml > conf/preforkd.toml"
+        "python -m preforkd.settings_docs --example-toml > conf/preforkd.toml"
     )
     # Everything is commented out but the app, so that the file runs from a checkout.
     assert tomllib.loads(shipped) == EXAMPLE_SET
@@ -419,7 +419,7 @@ def test_module_entry_point_prints_reference(capsys: pytest.CaptureFixture[str])
     assert main(["--example-toml"]) == 0
     assert capsys.readouterr().out == example_toml()
     # The documented command runs the same generator.
-    out = subprocess.run([sys.executable, "-m", "preforkd.settings", "--example-toml"],
+    out = subprocess.run([sys.executable, "-m", "preforkd.settings_docs", "--example-toml"],
                          capture_output=True, text=True, cwd=ROOT, check=True).stdout  # fmt: skip
     assert out == example_toml()
 

@@ -57,7 +57,7 @@ from preforkd.master.workers import (
 )
 from preforkd.worker.main import WorkerSpec
 
-__all__ = ["Arbiter", "Context", "Phase", "describe_exit", "run"]
+__all__ = ["Arbiter", "Context", "Phase", "describe_exit"]
 
 log = logging.getLogger("preforkd.master")
 
@@ -529,13 +529,3 @@ class Arbiter:
         self.workers.add(Worker(slot, pid, self.generation, started=now, beat=beat))
         log.info("booting worker %d (pid %d)", slot, pid)
         return True
-
-
-def run(cfg: Config, argv: Sequence[str] | None = None) -> int:
-    """Run the master until it stops; return the process exit code (preforkd.errors).
-
-    ``argv`` (default ``sys.argv[1:]``) is what a reload re-reads and USR2 re-executes.
-    """
-    from preforkd.master.main import run_master
-
-    return run_master(cfg, argv)

@@ -42,13 +42,22 @@ from preforkd.master.upgrade import (
     take_inheritance,
 )
 from preforkd.worker.main import WSGIApp
+from preforkd.worker.tls import check_tls_settings
 
 log = logging.getLogger("preforkd.master")
 
 
-def run_master(cfg: Config, argv: Sequence[str] | None = None) -> int:
-    """Run the master until it stops; return the process exit code (preforkd.errors)."""
+def run(cfg: Config, argv: Sequence[str] | None = None) -> int:
+    """Run the master until it stops; return the process exit code (preforkd.errors).
+
+    ``argv`` (default ``sys.argv[1:]``) is what a reload re-reads and USR2 re-executes.
+    """
     argv = tuple(sys.argv[1:] if argv is None else argv)
+    problems = check_tls_settings(cfg)  # load the certificate now, before any worker
+    if problems:
+        for problem in problems:
+            log.error("%s", problem)
+        return errors.EXIT_CONFIG_ERROR
     try:
         inheritance = take_inheritance(os.environ)
     except errors.BindError as exc:

@@ -23,7 +23,7 @@ _MASTER = textwrap.dedent(
     """
     import logging, os, signal, sys, time
     from preforkd.config import Config
-    from preforkd.master import arbiter, process
+    from preforkd.master import main, process
     from preforkd.worker.main import notify_ready
 
     def stand_in_worker(spec):
@@ -39,7 +39,7 @@ _MASTER = textwrap.dedent(
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     cfg = Config(app="fake:app", workers=2, binds=("127.0.0.1:0",), pidfile=sys.argv[1],
                  graceful_timeout=5.0)
-    sys.exit(arbiter.run(cfg))
+    sys.exit(main.run(cfg))
     """
 )
 

@@ -11,7 +11,6 @@ import pytest
 
 from preforkd import errors
 from preforkd.config import Config
-from preforkd.master import arbiter
 from preforkd.master import main as master_main
 from preforkd.master.startup import Credentials, PidFile, resolve_credentials
 
@@ -79,14 +78,14 @@ def test_pid_file_of_another_process_is_left_alone(tmp_path):
 
 def test_run_unknown_user_exits_with_config_error(keep_umask):
     cfg = Config(app="x:app", user="no-such-user-x", binds=("127.0.0.1:0",))
-    assert arbiter.run(cfg) == errors.EXIT_CONFIG_ERROR
+    assert master_main.run(cfg) == errors.EXIT_CONFIG_ERROR
 
 
 def test_run_bind_error_exits_with_bind_error(keep_umask, caplog):
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         cfg = Config(app="x:app", binds=(f"127.0.0.1:{port}",))
-        assert arbiter.run(cfg) == errors.EXIT_BIND_ERROR
+        assert master_main.run(cfg) == errors.EXIT_BIND_ERROR
     assert caplog.messages == [f"cannot listen: 127.0.0.1:{port}: Address already in use"]
 
 
@@ -99,6 +98,6 @@ def test_run_preload_failure_exits_with_app_load_error(keep_umask, tmp_path, mon
     sock = tmp_path / "s.sock"
     pid = tmp_path / "m.pid"
     cfg = Config(app="x:app", preload=True, binds=(f"unix:{sock}",), pidfile=str(pid))
-    assert arbiter.run(cfg) == errors.EXIT_APP_LOAD_ERROR
+    assert master_main.run(cfg) == errors.EXIT_APP_LOAD_ERROR
     assert caplog.messages[-1] == "cannot import 'x'\nTraceback (most recent call last):\n..."
     assert not sock.exists() and not pid.exists()
