@@ -1,15 +1,21 @@
-"""Development mode: what ``--dev`` expands to, and the page shown when the app is broken.
+"""Development mode: what ``--dev`` expands to, and the pages shown when the app is broken.
 
 With ``--reload`` a worker that cannot load the application does not exit: it serves
 :func:`load_error_app`, a 500 whose body is the error and its traceback, so that the
-browser shows what broke and the next good edit (a reload) recovers. Only in reload
-mode: a production server never shows a traceback to its clients.
+browser shows what broke and the next good edit (a reload) recovers. An exception the
+application raises while handling a request is shown the same way
+(:func:`show_tracebacks`), to loopback clients only. Only in reload mode: a production
+server never shows a traceback to its clients.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import logging
 import re
+import sys
+import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -63,3 +69,43 @@ def load_error_app(exc: AppLoadError) -> Callable[..., Iterable[bytes]]:
         return [body]
 
     return app
+
+
+def _is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1, or a UNIX socket (no address): a client on this machine."""
+    if not address:
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def show_tracebacks(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """Wrap ``app`` so that an exception it raises when called is answered, to a loopback
+    client, with a 500 showing the traceback (and still logged). Other clients get the
+    server's usual 500. Exceptions raised while the response is iterated are handled by
+    the server as always (the head may already be on its way)."""
+    log = logging.getLogger("preforkd.app")
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        try:
+            return app(environ, start_response)
+        except Exception:
+            if not _is_loopback(environ.get("REMOTE_ADDR", "")):
+                raise
+            text = traceback.format_exc()
+            log.error("Error handling request %s %s\n%s", environ.get("REQUEST_METHOD"),
+                      environ.get("PATH_INFO"), text.rstrip())  # fmt: skip
+            body = (
+                f"preforkd (development mode): the application raised an exception\n\n{text}"
+                "\nShown only to clients on this machine, and only with --reload or --dev.\n"
+            ).encode("utf-8", "replace")
+            start_response(
+                "500 Internal Server Error",
+                [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+                sys.exc_info(),
+            )
+            return [body]
+
+    return wrapped

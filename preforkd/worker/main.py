@@ -90,6 +90,10 @@ def run_worker(spec: WorkerSpec) -> int:
                 log.error("Failed to load the application: %s\n%s", exc, exc.details)
                 return errors.WORKER_EXIT_APP_LOAD_ERROR
             app = _serve_load_error(exc)
+    if cfg.reload:
+        from preforkd.devmode import show_tracebacks
+
+        app = show_tracebacks(app)
     try:
         loop = _new_loop(cfg.loop)
     except errors.PreforkdError as exc:

@@ -462,3 +462,24 @@ class _Master(Preforkd):
     @property
     def pid(self) -> int:
         return self._pid
+
+
+def test_dev_mode_shows_a_request_time_traceback_to_loopback_clients_only(
+    start_server: Start,
+) -> None:
+    """Issue 11: in dev mode an exception at request time shows its traceback, to clients
+    on this machine only; outside dev mode never."""
+    dev = start_server("probe:app", "--reload")
+    assert dev.port is not None
+    local = get(dev.port, "/error")
+    assert local.status_code == 500
+    assert "Traceback (most recent call last)" in local.text and "probe.py" in local.text
+    # A client elsewhere (as a trusted proxy on loopback reports it) sees no traceback.
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        remote = client.get(f"http://127.0.0.1:{dev.port}/error",
+                            headers={"X-Forwarded-For": "203.0.113.5"})  # fmt: skip
+    assert remote.status_code == 500 and "Traceback" not in remote.text
+    prod = start_server("probe:app")
+    assert prod.port is not None
+    plain = get(prod.port, "/error")
+    assert plain.status_code == 500 and "Traceback" not in plain.text
