@@ -41,7 +41,7 @@ from preforkd.config import Config
 from preforkd.master.process import Processes
 from preforkd.master.reload import apply_logging, reread_config
 from preforkd.master.signals import Command, MasterPipes
-from preforkd.master.sockets import Listener
+from preforkd.master.sockets import Listener, listener_names
 from preforkd.master.startup import Context, reopen_master_logs, set_title
 from preforkd.master.stats import ABORT_GRACE, HeartbeatMonitor
 from preforkd.master.upgrade import Successor
@@ -101,6 +101,8 @@ class Arbiter:
         self._last_generation = 1
         self._reload_reason: str | None = None
         self._listeners = tuple(listeners)
+        self._title_prefix = f"preforkd: master [{cfg.app}] {listener_names(self._listeners)}"
+        self._title = ""
         self._socks = tuple(listener.sock for listener in listeners)
         self._master_pid = os.getpid()
         self._selector = selectors.DefaultSelector()
@@ -360,6 +362,25 @@ class Arbiter:
         stopping = self.phase is Phase.STOPPING
         notifier.update(stopping, self.fallback is not None, serving, self.generation, self.target)
         notifier.watchdog(self.processes.monotonic())
+        self._show_state()
+
+    def _show_state(self) -> None:
+        """The master's process title says what it is doing (ps, top): set only when the
+        text changes, so this costs nothing on a quiet turn."""
+        if self.handed_over:
+            return  # the title says "(handed over)"
+        if self.phase is Phase.STOPPING:
+            state = "stopping"
+        elif self.successor is not None:
+            state = "upgrading"
+        elif self.fallback is not None or not self.proven:
+            state = "reloading" if self.generation > 1 else "booting"
+        else:
+            state = "running"
+        title = f"{self._title_prefix} · {len(self.workers)} workers · {state}"
+        if title != self._title:
+            self._title = title
+            set_title(title)
 
     # --- heartbeats ---------------------------------------------------------------------
 
@@ -519,6 +540,7 @@ class Arbiter:
             uid=self.context.credentials.uid,
             gid=self.context.credentials.gid,
             heartbeat=self.monitor.slot(beat),
+            generation=self.generation,
         )
         try:
             pid = self.processes.fork_worker(spec)

@@ -57,6 +57,7 @@ class WorkerSpec:
     uid: int | None = None  # drop to this user after fork (--user)
     gid: int | None = None  # and this group (--group)
     heartbeat: HeartbeatSlot | None = None  # its slot in the master's heartbeat table
+    generation: int = 1  # the reload generation it belongs to (shown in its title)
 
 
 def notify_ready(fd: int) -> None:
@@ -72,7 +73,7 @@ def run_worker(spec: WorkerSpec) -> int:
     """Run a worker to completion in the forked child; returns its exit code."""
     cfg = spec.cfg
     install_stack_dumper()  # SIGABRT from the master: log every thread's stack, die
-    _set_title(f"preforkd: worker {spec.worker_id} [{cfg.app}]")
+    _set_title(f"preforkd: worker {spec.worker_id} [{cfg.app}] gen {spec.generation}")
     random.seed()
     try:
         _drop_privileges(spec)
@@ -170,7 +171,13 @@ def _serve(spec: WorkerSpec, app: WSGIApp, loop: asyncio.AbstractEventLoop) -> i
 def _report_to_master(spec: WorkerSpec, state: WorkerState, server: Server) -> Watchdog:
     """Heartbeat and --request-timeout at each tick; "draining" when a stop begins."""
     watchdog = Watchdog(state, spec.heartbeat, spec.cfg.request_timeout, server.stop, os.getpid())
-    state.on_tick = watchdog.tick
+    title = LiveTitle(spec, state)
+
+    def tick() -> None:
+        watchdog.tick()
+        title.update()
+
+    state.on_tick = tick
     state.on_draining = lambda: notify_draining(spec.notify_fd)
     return watchdog
 
@@ -235,6 +242,40 @@ def _check_open_file_limit(worker_connections: int) -> None:
             worker_connections,
             FD_RESERVE,
         )
+
+
+class LiveTitle:
+    """The worker's process title, saying what it is doing (for ps, top, htop):
+    ``preforkd: worker 3 [app:application] gen 2 · 12 conns · 3 busy · 1.2k req``.
+    Updated from the ticker, at most once a second and only when the text changes."""
+
+    def __init__(self, spec: WorkerSpec, state: WorkerState) -> None:
+        self.prefix = f"preforkd: worker {spec.worker_id} [{spec.cfg.app}] gen {spec.generation}"
+        self.state = state
+        self.shown = ""
+        self.next_update = 0.0
+
+    def update(self) -> None:
+        state = self.state
+        if state.now < self.next_update:
+            return
+        self.next_update = state.now + 1.0
+        title = (
+            f"{self.prefix} · {len(state.connections)} conns · {max(0, state.in_flight)} busy"
+            f" · {_count(state.requests_served)} req" + (" · draining" if state.draining else "")
+        )
+        if title != self.shown:
+            self.shown = title
+            _set_title(title)
+
+
+def _count(n: int) -> str:
+    """1234 -> '1.2k', 5600000 -> '5.6M': short enough for a process title."""
+    if n < 1000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1000:.1f}k"
+    return f"{n / 1_000_000:.1f}M"
 
 
 def _set_title(title: str) -> None:

@@ -365,10 +365,37 @@ def test_bad_app_attribute_exits_4(
 def test_process_titles(start_server: Start) -> None:
     server = start_server("probe:app", "-w", "2")
     workers = server.wait_workers(2)
-    master = cmdline(server.pid)
-    assert master.startswith(f"preforkd: master [probe:app] 127.0.0.1:{server.port}"), master
-    expected = {"preforkd: worker 1 [probe:app]", "preforkd: worker 2 [probe:app]"}
-    wait_for(lambda: {cmdline(pid) for pid in workers} == expected, what="worker titles")
+    master = f"preforkd: master [probe:app] 127.0.0.1:{server.port} · 2 workers · running"
+    wait_for(lambda: cmdline(server.pid) == master, what=f"master title {master!r}")
+    title = re.compile(r"preforkd: worker ([12]) \[probe:app\] gen 1 · 0 conns · 0 busy · \d+ req")
+
+    def slots() -> set[str]:
+        return {m[1] for pid in workers if (m := title.fullmatch(cmdline(pid)))}
+
+    wait_for(lambda: slots() == {"1", "2"}, what="worker titles")
+
+
+def test_process_titles_say_what_each_process_is_doing(start_server: Start) -> None:
+    """Issue 11: titles updated at most once a second with connections, busy requests,
+    requests served; the master's with its workers and state."""
+    server = start_server("probe:app", "-w", "1")
+    [worker] = server.wait_workers(1)
+    assert server.port is not None
+    with httpx.Client(trust_env=False) as client:  # one kept-alive connection
+        for _ in range(1200):
+            client.get(f"http://127.0.0.1:{server.port}/")
+        pattern = r"preforkd: worker 1 \[probe:app\] gen 1 · 1 conns · 0 busy · 1\.2k req"
+        wait_for(lambda: re.fullmatch(pattern, cmdline(worker)) is not None,
+                 what="the worker's title to count 1.2k requests")  # fmt: skip
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: "· reloading" in cmdline(server.pid) or "gen 2" in _titles(server),
+             what="the master to show the reload")  # fmt: skip
+    wait_for(lambda: cmdline(server.pid).endswith("· 1 workers · running") and
+             "gen 2" in _titles(server), what="generation 2 running")  # fmt: skip
+
+
+def _titles(server: Preforkd) -> str:
+    return " ".join(cmdline(pid) for pid in server.workers())
 
 
 def test_pid_file_written_and_removed(start_server: Start, tmp_path: Path) -> None:
