@@ -123,6 +123,14 @@ def worker_pids(server: Preforkd) -> list[int]:
     return [pid for pid in server.workers() if cmdline(pid).startswith("preforkd: worker")]
 
 
+def new_master_pid(server: Preforkd) -> int:
+    """The pid of the master a USR2 started, from the old master's log."""
+    text = server.wait_log(r"USR2: started a new master \(pid \d+\)")
+    match = re.search(r"USR2: started a new master \(pid (\d+)\)", text)
+    assert match is not None
+    return int(match[1])
+
+
 def stop_by_pid(pid: int) -> None:
     """End a master we caused to exist (e.g. by USR2) but did not start, and its workers."""
     try:
@@ -227,10 +235,7 @@ def test_usr2_upgrade_keeps_the_port_and_drops_no_request(
         with Load(server.port, "/pid") as load:
             load.wait_more()
             server.signal(signal.SIGUSR2)
-            text = server.wait_log(r"USR2: started a new master \(pid \d+\)")
-            match = re.search(r"USR2: started a new master \(pid (\d+)\)", text)
-            assert match is not None
-            new_master = int(match[1])
+            new_master = new_master_pid(server)
             assert server.wait_exit(timeout=15) == 0  # the old master hands over and exits
             load.wait_more()
         assert pidfile.read_text().strip() == str(new_master)
@@ -440,10 +445,7 @@ def test_usr2_keeps_a_worker_count_changed_by_ttin(start_server: Start, tmp_path
     new_master = 0
     try:
         server.signal(signal.SIGUSR2)
-        text = server.wait_log(r"USR2: started a new master \(pid \d+\)")
-        match = re.search(r"USR2: started a new master \(pid (\d+)\)", text)
-        assert match is not None
-        new_master = int(match[1])
+        new_master = new_master_pid(server)
         assert server.wait_exit(timeout=15) == 0
         wait_for(lambda: len(worker_pids(_Master(new_master))) == 3,
                  what="three workers under the new master")  # fmt: skip

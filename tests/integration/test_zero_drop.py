@@ -21,7 +21,7 @@ import pytest
 
 from tests.integration.harness import Preforkd, raw_request, wait_for
 from tests.integration.mixed_load import MixedLoad
-from tests.integration.test_reload import LOOPS, stop_by_pid
+from tests.integration.test_reload import LOOPS, new_master_pid, stop_by_pid
 
 Start = Callable[..., Preforkd]
 
@@ -60,10 +60,7 @@ def test_usr2_upgrade_under_keep_alive_load_drops_nothing(
         with MixedLoad(server.port, "/pid") as load:
             load.wait_more(1000)
             server.signal(signal.SIGUSR2)
-            text = server.wait_log(r"USR2: started a new master \(pid \d+\)")
-            match = re.search(r"USR2: started a new master \(pid (\d+)\)", text)
-            assert match is not None
-            new_master = int(match[1])
+            new_master = new_master_pid(server)
             assert server.wait_exit(timeout=20) == 0
             load.wait_more(1000)
         load.assert_no_failure()
