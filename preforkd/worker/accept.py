@@ -19,6 +19,7 @@ included), the same on asyncio's loops and uvloop.
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events
 import errno
 import logging
 import socket
@@ -59,6 +60,11 @@ class Acceptor:
         self.fd = listener.sock.fileno()
         self.reading = False
         self._ssl = listener.ssl_context
+        # uvloop sets TCP_NODELAY on every TCP transport; asyncio's selector loops do not
+        # for connect_accepted_socket, so we do, on TCP listeners.
+        self._nodelay = listener.sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(
+            loop, asyncio.selector_events.BaseSelectorEventLoop
+        )
         self._handshake_timeout = handshake_timeout if listener.ssl_context else None
 
     def resume(self) -> None:
@@ -91,6 +97,10 @@ class Acceptor:
 
     def start(self, conn: socket.socket) -> None:
         """Make ``conn`` a served connection (it counts against the cap at once)."""
+        if self._nodelay:
+            # asyncio's connect_accepted_socket leaves Nagle on (its own server turns it
+            # off): a response written in pieces would wait for the client's delayed ACK.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.gate.pending += 1
         self.loop.create_task(self._connect(conn))
 
