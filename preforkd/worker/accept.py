@@ -4,13 +4,13 @@ descriptors without going silent or spinning.
 Why not ``loop.create_server``: a loop's own server accepts everything queued in one go,
 cannot be paused when the worker holds as many connections as it should, and handles
 EMFILE badly (uvloop accepts and closes connections with no log line; asyncio logs every
-attempt). Here each
-listener has a reader callback that accepts at most :data:`ACCEPT_BATCH` connections per
-loop turn, so a busy worker leaves the rest of the queue to idle ones; stops reading the
-listener while the worker is at ``--worker-connections``, so the kernel queue and the other
-workers take the load; and on EMFILE/ENFILE logs one line (at most every
-:data:`EXHAUSTED_LOG_INTERVAL`) that says what to raise, pauses accepting for
-:data:`EXHAUSTED_PAUSE` and then tries again, with no restart.
+attempt). Here each listener has a reader callback that accepts at most
+:data:`ACCEPT_BATCH` connections per loop turn, so a busy worker leaves the rest of the
+queue to idle ones; stops reading the listener while the worker is at
+``--worker-connections``, so the kernel queue and the other workers take the load; and on
+EMFILE/ENFILE logs one line (at most every :data:`EXHAUSTED_LOG_INTERVAL`) that says what
+to raise, pauses accepting for :data:`EXHAUSTED_PAUSE` and then tries again, with no
+restart. When the worker stops, :meth:`Acceptor.sweep` takes what is still queued.
 
 The accepted socket becomes a transport through ``loop.connect_accepted_socket`` (TLS
 included), the same on asyncio's loops and uvloop.
@@ -78,22 +78,36 @@ class Acceptor:
             self.loop.remove_reader(self.fd)
 
     def _on_readable(self) -> None:
-        sock, gate = self.listener.sock, self.gate
+        gate = self.gate
         for _ in range(ACCEPT_BATCH):
             if gate.full:
                 gate.pause_all()
                 return
-            try:
-                conn, _ = sock.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            if not self._accept_one(stopping=False):
                 return
-            except OSError as exc:
-                if exc.errno in _EXHAUSTED:
-                    gate.exhausted(exc)
-                else:  # EPERM from a firewall, EPROTO...: that connection only
-                    log.warning("accept() failed: %s", exc)
-                return
-            self.start(conn)
+
+    def sweep(self) -> None:
+        """Accept and serve everything queued on the listener, cap or not (the worker is
+        stopping, and these clients have connected and may have sent their request)."""
+        while self._accept_one(stopping=True):
+            pass
+
+    def _accept_one(self, stopping: bool) -> bool:
+        """Accept one queued connection and start serving it; False when none was taken."""
+        try:
+            conn, _ = self.listener.sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return False
+        except OSError as exc:
+            if stopping:
+                log.warning("Accepting queued connections while stopping: %s", exc)
+            elif exc.errno in _EXHAUSTED:
+                self.gate.exhausted(exc)
+            else:  # EPERM from a firewall, EPROTO...: that connection only
+                log.warning("accept() failed: %s", exc)
+            return False
+        self.start(conn)
+        return True
 
     def start(self, conn: socket.socket) -> None:
         """Make ``conn`` a served connection (it counts against the cap at once)."""
@@ -114,8 +128,7 @@ class Acceptor:
             log.debug("Connection not started: %s", exc)
             conn.close()
         finally:
-            self.gate.pending -= 1
-            self.gate.check()
+            self.gate.started_one()
 
 
 class Gate:
@@ -136,7 +149,8 @@ class Gate:
         self.cap = cap
         self.clock = clock
         self.acceptors: list[Acceptor] = []
-        self.pending = 0  # accepted, transport not made yet
+        self.pending = 0  # accepted, transport not made yet (a TLS handshake may take long)
+        self._settled: asyncio.Future[None] | None = None  # set when pending drops to 0
         self.paused_at_cap = False
         self.stopped = False
         self._exhausted_until = 0.0
@@ -164,6 +178,20 @@ class Gate:
             )
         for acceptor in self.acceptors:
             acceptor.pause()
+
+    def started_one(self) -> None:
+        """A connection got its transport (or failed to): it is counted where it belongs."""
+        self.pending -= 1
+        if not self.pending and self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
+        self.check()
+
+    async def settled(self) -> None:
+        """Wait until every accepted connection has its transport (and has registered),
+        without spinning the loop while a TLS handshake takes its time."""
+        if self.pending:
+            self._settled = self.loop.create_future()
+            await self._settled
 
     def check(self) -> None:
         """Resume accepting if it was paused at the cap and is under it now (called when

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.selector_events
+import contextlib
 import logging
 import os
 import signal
@@ -113,6 +114,10 @@ class Server:
         was followed by a close the client never heard of: its next request was lost."""
         state = self.state
         state.draining = True
+        # The master SIGKILLs a worker --graceful-timeout after asking it to stop. The
+        # worker gives up a margin earlier, counted from the same moment, so that it ends
+        # its own drain: it logs what it cut short and exits with its own code.
+        self._drain_deadline = time.monotonic() + worker_drain_time(state.settings.graceful_timeout)
         if state.on_draining is not None:
             state.on_draining()
         for conn in list(state.connections):
@@ -149,23 +154,21 @@ class Server:
         sys.setswitchinterval(1e-6)
         try:
             for acceptor in gate.acceptors:
-                _sweep(acceptor)
+                acceptor.sweep()
                 acceptor.listener.sock.close()
         finally:
             sys.setswitchinterval(interval)
         # Let every accepted connection get its transport and register, so the drain
-        # below waits for its request instead of exiting under it.
-        while gate.pending:
-            await asyncio.sleep(0)
+        # below waits for its request instead of exiting under it (a TLS handshake still
+        # under way gets until the drain deadline, no longer).
+        remaining = self._drain_deadline - time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(gate.settled(), max(0.0, remaining))
 
     async def _drain(self) -> None:
         state = self.state
         for conn in list(state.connections):
             conn.drain()  # connections accepted since _begin_drain() hear of it too
-        # The master SIGKILLs a worker --graceful-timeout after asking it to stop. The
-        # worker gives up a margin earlier, so that it ends its own drain: it logs what
-        # it cut short and exits with its own code instead of dying mid-write.
-        self._drain_deadline = time.monotonic() + worker_drain_time(state.settings.graceful_timeout)
         if state.connections or state.in_flight:
             self._drained = self.loop.create_future()
             self.loop.call_later(DRAIN_TICK, self._poll_drain)
@@ -211,18 +214,3 @@ class Server:
         if self.state.requests_served >= self.max_requests and not self._stop_requested.done():
             log.info("Served %d requests: recycling this worker", self.state.requests_served)
             self.stop(True)
-
-
-def _sweep(acceptor: Acceptor) -> None:
-    """Accept and serve what is queued on ``acceptor``'s listener, cap or not: these
-    clients have connected and may have sent their request already."""
-    sock = acceptor.listener.sock
-    while True:
-        try:
-            conn, _ = sock.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return
-        except OSError as exc:  # EMFILE and the like: nothing more can be taken
-            log.warning("Accepting queued connections while stopping: %s", exc)
-            return
-        acceptor.start(conn)
