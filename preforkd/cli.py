@@ -17,7 +17,12 @@ def _fail(message: str) -> int:
 
 
 # Subcommands: the first argument names one; anything else is an app to serve.
-SUBCOMMANDS = {"check": "preforkd.check:main"}
+# An app module named like one is served as MODULE:ATTRIBUTE (``preforkd top:application``).
+SUBCOMMANDS = {
+    "check": "preforkd.check:main",
+    "status": "preforkd.status:main",
+    "top": "preforkd.top:main",
+}
 
 
 def _subcommand(argv: Sequence[str]) -> int | None:

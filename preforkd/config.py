@@ -53,6 +53,7 @@ PROCESS = "Process"
 APPLICATION = "Application"
 TLS = "TLS"
 HTTP2 = "HTTP/2"
+MONITORING = "Monitoring"
 
 # Apache's "combined" log format; %(t)s includes its brackets, as in gunicorn.
 COMBINED_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
@@ -362,6 +363,20 @@ class Config:
         help="PING a connection whose client has sent nothing for this long while it has "
         "streams open; close it if the PING is not answered within as long again (0: "
         "never). A connection with no streams closes after --keep-alive.",
+    )
+
+    # --- Monitoring --------------------------------------------------------------------
+    control_socket: str = setting(
+        "auto", "--control-socket", group=MONITORING, metavar="PATH",
+        help="The master's UNIX control socket, read by `preforkd status` and `preforkd "
+        "top` (mode 0600). 'auto': preforkd-<pid>.sock in $RUNTIME_DIRECTORY, "
+        "$XDG_RUNTIME_DIR/preforkd or /tmp/preforkd-<uid>; 'off': none.",
+    )
+    metrics_bind: str | None = setting(
+        None, "--metrics-bind", group=MONITORING, metavar="ADDRESS", parse=p.metrics_address,
+        example="127.0.0.1:9100",
+        help="Serve Prometheus metrics (all workers summed) at /metrics on this HOST:PORT, "
+        "from the master. Off by default.",
     )
 
 # fmt: on

@@ -25,10 +25,25 @@ from __future__ import annotations
 import mmap
 import struct
 from dataclasses import dataclass
+from typing import Any
 
-# seq, pid, tick, requests served, open connections, in-flight requests, flags.
-_RECORD = struct.Struct("=IIdQIII")
-SLOT_SIZE = 64  # a cache line per slot: workers never write the same line
+# The record: seq, pid, tick, requests, connections, in-flight, flags (the original
+# 36 bytes), then what ``preforkd status``/``top`` and the metrics read: HTTP/2
+# connections, requests per second, the oldest running request (start, method, path),
+# requests by protocol and status class, the request-duration histogram and its sum,
+# and request/response body bytes.
+PROTOCOLS = ("h1", "h2")  # the order of the per-protocol counters
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+# Request-duration histogram bucket bounds in seconds (Prometheus' defaults); the last
+# bucket, +Inf, is implied.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BY_STATUS = len(PROTOCOLS) * len(STATUS_CLASSES)
+_HISTOGRAM = len(DURATION_BUCKETS) + 1
+METHOD_BYTES = 16
+PATH_BYTES = 160
+_RECORD = struct.Struct(f"=IIdQIIIIdd{METHOD_BYTES}s{PATH_BYTES}s{_BY_STATUS}Q{_HISTOGRAM}QdQQ")
+SLOT_SIZE = 512  # a whole number of cache lines per slot: workers never share one
+assert _RECORD.size <= SLOT_SIZE
 # Slots are handed out among *live* workers; a reload briefly doubles their number.
 DEFAULT_CAPACITY = 4096
 DRAINING = 1  # flags bit: the worker stopped accepting and is finishing its requests
@@ -42,9 +57,30 @@ class Beat:
     pid: int
     tick: float  # time.monotonic() of the worker's last loop tick; 0.0: never
     requests: int  # requests served so far
-    connections: int  # open connections
+    connections: int  # open connections (all protocols)
     in_flight: int  # application calls running
     draining: bool
+    h2_connections: int = 0  # of ``connections``, those speaking HTTP/2
+    rate: float = 0.0  # requests per second over the last few seconds
+    oldest_start: float = 0.0  # time.monotonic() the oldest running call began; 0: none
+    oldest_method: str = ""
+    oldest_path: str = ""  # truncated to PATH_BYTES
+    # Requests answered by the application, by protocol then status class
+    # (PROTOCOLS x STATUS_CLASSES, flattened).
+    by_status: tuple[int, ...] = (0,) * _BY_STATUS
+    durations: tuple[int, ...] = (0,) * _HISTOGRAM  # per bucket, not cumulative
+    duration_sum: float = 0.0  # seconds
+    body_in: int = 0  # request body bytes the application read
+    body_out: int = 0  # response body bytes sent
+
+
+def _text(value: str, size: int) -> bytes:
+    data = value.encode("utf-8", "replace")[:size]
+    return data.decode("utf-8", "ignore").encode("utf-8")  # never cut a character
+
+
+def _untext(data: bytes) -> str:
+    return data.rstrip(b"\0").decode("utf-8", "replace")
 
 
 class HeartbeatSlot:
@@ -63,25 +99,41 @@ class HeartbeatSlot:
         flags = DRAINING if beat.draining else 0
         _RECORD.pack_into(
             self._memory, self._offset, odd, beat.pid, beat.tick, beat.requests,
-            beat.connections, beat.in_flight, flags,
+            beat.connections, beat.in_flight, flags, beat.h2_connections, beat.rate,
+            beat.oldest_start, _text(beat.oldest_method, METHOD_BYTES),
+            _text(beat.oldest_path, PATH_BYTES), *beat.by_status, *beat.durations,
+            beat.duration_sum, beat.body_in, beat.body_out,
         )  # fmt: skip
         struct.pack_into("=I", self._memory, self._offset, (odd + 1) & 0xFFFFFFFF)
 
     def read(self) -> Beat | None:
         """The last complete record; None if a write never stopped overlapping the read."""
         for _ in range(_READ_ATTEMPTS):
-            seq, pid, tick, requests, conns, in_flight, flags = _RECORD.unpack_from(
-                self._memory, self._offset
-            )
+            fields = _RECORD.unpack_from(self._memory, self._offset)
+            seq = fields[0]
             if seq & 1:
                 continue
             if struct.unpack_from("=I", self._memory, self._offset)[0] == seq:
-                return Beat(pid, tick, requests, conns, in_flight, bool(flags & DRAINING))
+                return _beat(fields)
         return None
 
     def clear(self) -> None:
         """Forget the previous owner (the master, before giving the slot to a new worker)."""
         self._memory[self._offset : self._offset + SLOT_SIZE] = bytes(SLOT_SIZE)
+
+
+def _beat(fields: tuple[Any, ...]) -> Beat:
+    (_, pid, tick, requests, conns, in_flight, flags, h2_conns, rate, oldest_start,
+     method, path) = fields[:12]  # fmt: skip
+    rest = fields[12:]
+    by_status = rest[:_BY_STATUS]
+    durations = rest[_BY_STATUS : _BY_STATUS + _HISTOGRAM]
+    duration_sum, body_in, body_out = rest[_BY_STATUS + _HISTOGRAM :]
+    return Beat(
+        pid, tick, requests, conns, in_flight, bool(flags & DRAINING), h2_conns, rate,
+        oldest_start, _untext(method), _untext(path), by_status, durations,
+        duration_sum, body_in, body_out,
+    )  # fmt: skip
 
 
 class HeartbeatTable:

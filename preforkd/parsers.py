@@ -84,6 +84,14 @@ def bind_address(text: str) -> str:
     return value
 
 
+def metrics_address(text: str) -> str:
+    """HOST:PORT or [IPv6]:PORT: the metrics listener is TCP only."""
+    value = bind_address(text)
+    if value.startswith(("unix:", "fd://")):
+        raise ValueError(f"{value!r}: the metrics listener takes HOST:PORT or [IPv6]:PORT")
+    return value
+
+
 def integer(text: str) -> int:
     """A decimal integer, e.g. '4' (int() alone gives a message users cannot act on)."""
     try:

@@ -36,8 +36,10 @@ import signal
 from collections.abc import Callable, Sequence
 from queue import SimpleQueue
 
-from preforkd import errors
+from preforkd import __version__, errors
 from preforkd.config import Config
+from preforkd.master.control import SIGNAL_REQUESTS, encode_reply, parse_request, worker_row
+from preforkd.master.metrics import Tallies, WorkerSample, metrics_reply
 from preforkd.master.process import Processes
 from preforkd.master.reload import apply_logging, reread_config
 from preforkd.master.signals import Command, MasterPipes
@@ -111,6 +113,11 @@ class Arbiter:
         self.successor: Successor | None = None
         self.watcher = WatcherHandle(processes, self._selector, self._master_pid)
         self.monitor = HeartbeatMonitor(self.context.heartbeats)
+        self.tallies = Tallies()  # restarts, boot failures, exited workers' counts
+        self.started = self.processes.monotonic()
+        private_fds: set[int] = getattr(processes, "private_fds", set())
+        for endpoint in self.context.endpoints():
+            endpoint.attach(self._selector, private_fds)
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -217,7 +224,7 @@ class Arbiter:
         if worker is None or worker.stopping:
             return
         log.info("%s is draining; starting its replacement", worker.label)
-        self._retire(worker, signal.SIGTERM, self.cfg.graceful_timeout)
+        self._retire(worker, signal.SIGTERM, self.cfg.graceful_timeout, "recycle")
 
     def handle_term(self, command: Command) -> None:
         if self.phase is not Phase.STOPPING:
@@ -329,7 +336,7 @@ class Arbiter:
         log.info("%s; retiring the older generation", ready)
         for worker in self.workers:
             if worker.generation != self.generation and not worker.stopping:
-                self._retire(worker, signal.SIGTERM, self.cfg.graceful_timeout)
+                self._retire(worker, signal.SIGTERM, self.cfg.graceful_timeout, "reload")
 
     def _abandon_generation(self, fallback: Fallback, cause: str) -> None:
         failed = f"generation {self.generation} failed to boot: {cause}"
@@ -344,7 +351,7 @@ class Arbiter:
     def _retire_generation(self, generation: int, why: str) -> None:
         for worker in self.workers.active(generation):
             log.info("retiring %s: %s", worker.label, why)
-            self._retire(worker, signal.SIGTERM, self.cfg.graceful_timeout)
+            self._retire(worker, signal.SIGTERM, self.cfg.graceful_timeout, "reload")
 
     def _announce_serving(self) -> None:
         on_serving = self.context.on_serving
@@ -369,18 +376,79 @@ class Arbiter:
         text changes, so this costs nothing on a quiet turn."""
         if self.handed_over:
             return  # the title says "(handed over)"
-        if self.phase is Phase.STOPPING:
-            state = "stopping"
-        elif self.successor is not None:
-            state = "upgrading"
-        elif self.fallback is not None or not self.proven:
-            state = "reloading" if self.generation > 1 else "booting"
-        else:
-            state = "running"
-        title = f"{self._title_prefix} · {len(self.workers)} workers · {state}"
+        title = f"{self._title_prefix} · {len(self.workers)} workers · {self.state}"
         if title != self._title:
             self._title = title
             set_title(title)
+
+    @property
+    def state(self) -> str:
+        """What the master is doing, in one word (process title, status)."""
+        if self.handed_over:
+            return "handed over"
+        if self.phase is Phase.STOPPING:
+            return "stopping"
+        if self.successor is not None:
+            return "upgrading"
+        if self.fallback is not None or not self.proven:
+            return "reloading" if self.generation > 1 else "booting"
+        return "running"
+
+    # --- the control socket and /metrics ----------------------------------------------
+
+    def handle_control(self, command: Command) -> None:
+        """One request on the control socket (protocol: preforkd/control.py)."""
+        assert self.context.control is not None
+        endpoint = self.context.control.endpoint
+        try:
+            name = parse_request(command.detail)
+        except ValueError as exc:
+            endpoint.reply(command.pid, encode_reply({"ok": False, "error": str(exc)}))
+            return
+        if name == "status":
+            reply = {"ok": True, "status": self.status()}
+        elif name in SIGNAL_REQUESTS:
+            log.info("control socket: %s", name)
+            self.commands.put(Command(SIGNAL_REQUESTS[name]))
+            reply = {"ok": True}
+        else:
+            reply = {"ok": False, "error": f"unknown command {name!r}"}
+        endpoint.reply(command.pid, encode_reply(reply))
+
+    def handle_metrics(self, command: Command) -> None:
+        """One HTTP request on the metrics listener."""
+        assert self.context.metrics is not None
+        data, close = metrics_reply(command.detail, self._metrics_page)
+        self.context.metrics.reply(command.pid, data, close)
+
+    def status(self) -> dict[str, object]:
+        """The master and its workers, as ``preforkd status`` shows them."""
+        now = self.processes.monotonic()
+        workers = sorted(self.workers, key=lambda w: (w.generation, w.slot))
+        return {
+            "master": {
+                "pid": self._master_pid,
+                "version": __version__,
+                "app": self.cfg.app,
+                "binds": listener_names(self._listeners),
+                "uptime": round(now - self.started, 3),
+                "generation": self.generation,
+                "state": self.state,
+                "workers_wanted": self.target,
+                "request_timeout": self.cfg.request_timeout,
+            },
+            "workers": [worker_row(w, self.monitor.beat(w), now) for w in workers],
+        }
+
+    def _metrics_page(self) -> str:
+        from preforkd.master.control import rss_bytes
+        from preforkd.master.metrics import render
+
+        samples = [
+            WorkerSample(w.slot, w.generation, self.monitor.beat(w), rss_bytes(w.pid))
+            for w in sorted(self.workers, key=lambda w: (w.generation, w.slot))
+        ]
+        return render(self.tallies, samples, self.generation, self.target)
 
     # --- heartbeats ---------------------------------------------------------------------
 
@@ -422,9 +490,11 @@ class Arbiter:
             if not worker.killed:
                 self._retire(worker, signal.SIGQUIT, timeout)
 
-    def _retire(self, worker: Worker, sig: int, timeout: float) -> None:
-        """Ask a worker to stop with ``sig``; SIGKILL it if still alive after timeout."""
+    def _retire(self, worker: Worker, sig: int, timeout: float, reason: str = "") -> None:
+        """Ask a worker to stop with ``sig``; SIGKILL it if still alive after timeout.
+        ``reason``: why it is replaced (recycle, reload), counted in the metrics."""
         self.processes.kill(worker.pid, sig)
+        worker.retire_reason = worker.retire_reason or reason
         worker.stop_signal = sig
         deadline = self.processes.monotonic() + timeout
         if worker.stop_deadline is None or deadline < worker.stop_deadline:
@@ -452,6 +522,7 @@ class Arbiter:
             worker = self.workers.pop(pid)
             if worker is not None:
                 log_exit(worker, returncode)
+                self._count_exit(worker)
                 self._after_exit(worker, returncode)
             elif self.watcher.exited(pid, returncode, self.processes.monotonic()):
                 pass
@@ -461,9 +532,21 @@ class Arbiter:
             else:
                 log.debug("reaped unknown child %d (returncode %d)", pid, returncode)
 
+    def _count_exit(self, worker: Worker) -> None:
+        """Keep an exited worker's counts and why it went (metrics)."""
+        beat = self.monitor.beat(worker)
+        if beat is not None:
+            self.tallies.retire(beat)
+        reason = "timeout" if worker.aborted else worker.retire_reason
+        if not reason and worker.ready and not worker.stopping:
+            reason = "crash"
+        if reason:
+            self.tallies.restarts[reason] += 1
+
     def _after_exit(self, worker: Worker, returncode: int) -> None:
         if worker.ready or (worker.stopping and not worker.aborted):
             return  # a serving worker died (replaced at once), or one we retired
+        self.tallies.boot_failures += 1
         if worker.generation != self.generation:
             return  # an older generation: the current one replaces it
         if not self.proven or self.fallback is not None:

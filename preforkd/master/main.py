@@ -17,9 +17,13 @@ from collections.abc import Sequence
 
 from preforkd import errors
 from preforkd.config import Config
+from preforkd.control import AUTO, remove_stale
+from preforkd.control import socket_path as control_socket_path
 from preforkd.devmode import apply_dev
 from preforkd.heartbeat import HeartbeatTable
 from preforkd.master.arbiter import Arbiter, Context
+from preforkd.master.control import open_control_socket
+from preforkd.master.endpoint import open_metrics_listener
 from preforkd.master.notify import Notifier
 from preforkd.master.process import OSProcesses
 from preforkd.master.reload import Origin
@@ -199,6 +203,12 @@ def _take_over(pidfile: PidFile | None, inheritance: Inheritance) -> None:
 def _supervise(
     cfg: Config, listeners: list[Listener], context: Context, stale: Sequence[str]
 ) -> tuple[int, bool]:
+    try:
+        _open_endpoints(cfg, context)
+    except OSError as exc:
+        log.error("%s", exc)
+        _close_endpoints(context)
+        return errors.EXIT_BIND_ERROR, False
     pipes = MasterPipes()
     processes = OSProcesses(close_in_child=pipes.private_fds(), stale_modules=stale)
     context.heartbeats = HeartbeatTable()
@@ -214,7 +224,43 @@ def _supervise(
     finally:
         handlers.restore()
         arbiter.close()
+        _close_endpoints(context)
         pipes.close()
         context.heartbeats.close()
     # A new master (USR2) serves our sockets, or is about to: keep their files.
     return code, arbiter.handed_over or arbiter.successor is not None
+
+
+def _open_endpoints(cfg: Config, context: Context) -> None:
+    """The control socket and the metrics listener; raises OSError saying which failed.
+
+    An "auto" control socket that cannot be made is only worth a warning: the server
+    runs, without ``preforkd status``. A path or address asked for is an error.
+    """
+    path = control_socket_path(cfg.control_socket, os.getpid())
+    if path is not None:
+        try:
+            if cfg.control_socket == AUTO:
+                remove_stale(path.parent)
+            context.control = open_control_socket(path, private=cfg.control_socket == AUTO)
+            log.info("control socket: %s", path)
+        except OSError as exc:
+            if cfg.control_socket != AUTO:
+                raise OSError(f"--control-socket {path}: {exc.strerror or exc}") from None
+            why = exc.strerror or exc
+            log.warning("no control socket (preforkd status, top): %s: %s", path, why)
+    if cfg.metrics_bind:
+        try:
+            context.metrics = open_metrics_listener(cfg.metrics_bind)
+        except OSError as exc:
+            raise OSError(f"--metrics-bind {cfg.metrics_bind}: {exc.strerror or exc}") from None
+        log.info("metrics: http://%s/metrics", cfg.metrics_bind)
+
+
+def _close_endpoints(context: Context) -> None:
+    if context.control is not None:
+        context.control.close()
+        context.control = None
+    if context.metrics is not None:
+        context.metrics.close()
+        context.metrics = None

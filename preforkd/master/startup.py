@@ -18,6 +18,8 @@ from preforkd.errors import ConfigError
 from preforkd.heartbeat import HeartbeatTable
 from preforkd.loading import load_app
 from preforkd.logs import reopen_log_files
+from preforkd.master.control import ControlSocket
+from preforkd.master.endpoint import Endpoint
 from preforkd.master.notify import Notifier
 from preforkd.master.reload import Origin
 from preforkd.worker.main import WSGIApp
@@ -44,6 +46,13 @@ class Context:
     on_serving: Callable[[], None] | None = None  # called once all workers are first ready
     notifier: Notifier = field(default_factory=Notifier.disabled)  # systemd (sd_notify)
     workers: int | None = None  # after USR2: the old master's count, if TTIN/TTOU changed it
+    control: ControlSocket | None = None  # --control-socket
+    metrics: Endpoint | None = None  # --metrics-bind
+
+    def endpoints(self) -> list[Endpoint]:
+        """The sockets the master serves besides its pipes."""
+        found = [] if self.control is None else [self.control.endpoint]
+        return found if self.metrics is None else [*found, self.metrics]
 
 
 def resolve_credentials(user: str | None, group: str | None) -> Credentials:

@@ -55,6 +55,7 @@ class Worker:
     beat: int = -1  # its slot in the heartbeat table (-1: none)
     aborted: bool = False  # sent SIGABRT because its event loop was silent
     reopen_pending: bool = False  # USR1 arrived before it was ready: forward it then
+    retire_reason: str = ""  # why we asked it to stop, if to replace it (metrics)
 
     @property
     def stopping(self) -> bool:

@@ -161,6 +161,7 @@ def _serve(spec: WorkerSpec, app: WSGIApp, loop: asyncio.AbstractEventLoop) -> i
     gc.collect()
     gc.freeze()
     loop.run_until_complete(serve())
+    watchdog.publish()  # the last counts, which the master adds to its totals (metrics)
     # App threads still running past the graceful timeout cannot be stopped safely; the
     # process exits under them (they are daemonic in effect: we never join them).
     executor.shutdown()

@@ -14,6 +14,7 @@ from preforkd.logs import AccessLog, AccessRecord
 from preforkd.proto.h1 import H1Limits
 from preforkd.proto.h2 import H2Settings
 from preforkd.worker.pool import AppThreads
+from preforkd.worker.stats import RequestStats
 from preforkd.wsgi.environ import ProxyTrust
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class WorkerState:
     requests_served: int = 0
     cycles_started: int = 0
     cycles_finished: int = 0  # incremented by app threads, under _lock
+    stats: RequestStats = field(default_factory=RequestStats)  # changed under _lock too
     on_request_done: Callable[[], None] | None = None
     # --app-on-loop: bodiless requests run on the loop thread (see WSGICycle.inline).
     app_on_loop: bool = False
@@ -108,6 +110,7 @@ class WorkerState:
             self.running.pop(ident, None)
             with self._lock:
                 self.cycles_finished += 1
+                self.stats.record(cycle)
 
 
 def _access_record(cycle: WSGICycle, pid: int) -> AccessRecord:

@@ -18,7 +18,9 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from preforkd.heartbeat import Beat, HeartbeatSlot
+from preforkd.worker.h2conn import H2Protocol
 from preforkd.worker.state import WorkerState
+from preforkd.worker.stats import RateMeter
 
 log = logging.getLogger("preforkd.worker")  # the logger the watchdog always used
 
@@ -47,18 +49,35 @@ class Watchdog:
         self.stop = stop
         self.pid = pid
         self._reported: set[tuple[int, float]] = set()  # (thread ident, start) logged
+        self._rate = RateMeter()
 
     def tick(self) -> None:
         now = time.monotonic()
-        state = self.state
-        if self.slot is not None:
-            beat = Beat(
-                self.pid, now, state.requests_served, len(state.connections),
-                max(0, state.in_flight), state.draining,
-            )  # fmt: skip
-            self.slot.write(beat)
+        self.publish(now)
         if self.request_timeout > 0:
             self._check_requests(now)
+
+    def publish(self, now: float | None = None) -> None:
+        if self.slot is not None:
+            self.slot.write(self.beat(time.monotonic() if now is None else now))
+
+    def beat(self, now: float) -> Beat:
+        """This worker's state as the master reads it (status, top, metrics)."""
+        state = self.state
+        oldest_start, method, path = 0.0, "", ""
+        running = state.running.copy()  # app threads change it; copy() is atomic
+        if running:
+            oldest_start, cycle = min(running.values(), key=lambda item: item[0])
+            method, path = cycle.request.method, cycle.request.target
+        h2 = sum(1 for conn in state.connections if isinstance(conn, H2Protocol))
+        stats = state.stats
+        return Beat(
+            self.pid, now, state.requests_served, len(state.connections),
+            max(0, state.in_flight), state.draining, h2,
+            self._rate.update(now, state.requests_served), oldest_start, method, path,
+            tuple(stats.by_status), tuple(stats.durations), stats.duration_sum,
+            stats.body_in, stats.body_out,
+        )  # fmt: skip
 
     def _check_requests(self, now: float) -> None:
         running = self.state.running.copy()  # app threads change it; copy() is atomic

@@ -141,3 +141,23 @@ def test_heartbeat_table_is_shared_with_forked_children():
         assert table.slot(1).read() == Beat(pid, 1.5, 9, 1, 1, False)
     finally:
         table.close()
+
+
+def test_heartbeat_slot_carries_what_status_and_metrics_read():
+    table = HeartbeatTable(capacity=2)
+    try:
+        path = "/ünïcode/" + "x" * 400  # longer than the slot keeps
+        beat = Beat(
+            7, 2.5, 99, 12, 3, False, h2_connections=4, rate=123.5, oldest_start=1.25,
+            oldest_method="PROPFIND", oldest_path=path, by_status=tuple(range(10)),
+            durations=tuple(range(100, 112)), duration_sum=9.75, body_in=2**40, body_out=5,
+        )  # fmt: skip
+        table.slot(1).write(beat)
+        read = table.slot(1).read()
+        assert read is not None
+        assert read.oldest_path == path.encode()[:160].decode()
+        assert read == Beat(**{**{f: getattr(beat, f) for f in Beat.__slots__},
+                               "oldest_path": read.oldest_path})  # fmt: skip
+        assert table.slot(0).read() == Beat(0, 0.0, 0, 0, 0, False)
+    finally:
+        table.close()

@@ -18,6 +18,7 @@ from preforkd.devmode import apply_dev, error_location, load_error_app
 from preforkd.errors import AppLoadError
 from preforkd.heartbeat import HeartbeatTable
 from preforkd.master.process import forget_modules
+from preforkd.worker.stats import RequestStats
 from preforkd.worker.watchdog import Watchdog
 
 
@@ -41,6 +42,7 @@ class FakeState:
     in_flight: int = 0
     draining: bool = False
     running: dict[int, tuple[float, Any]] = field(default_factory=dict)
+    stats: RequestStats = field(default_factory=RequestStats)
 
 
 def test_tick_publishes_the_heartbeat():
