@@ -28,7 +28,8 @@ def unit(path: Path) -> dict[str, dict[str, list[str]]]:
     """A systemd unit file: section -> key -> values (keys may repeat)."""
     sections: dict[str, dict[str, list[str]]] = {}
     current: dict[str, list[str]] = {}
-    for raw in path.read_text().splitlines():
+    text = path.read_text().replace("\\\n", " ")  # a backslash continues the line
+    for raw in text.splitlines():
         line = raw.strip()
         if not line or line[0] in "#;":
             continue
@@ -69,6 +70,8 @@ def test_service_unit_keys() -> None:
     graceful = float(option(shlex.split(service["ExecStart"][0]), "--graceful-timeout"))
     assert seconds(service["TimeoutStopSec"][0]) > graceful
     assert seconds(service["WatchdogSec"][0]) > 0
+    control = option(shlex.split(service["ExecStart"][0]), "--control-socket")
+    assert control.startswith(f"/run/{service['RuntimeDirectory'][0]}/")
     socket_unit = unit(CONF / "preforkd.socket")
     assert socket_unit["Socket"]["ListenStream"]
     assert "preforkd.socket" in unit(CONF / "preforkd.service")["Unit"]["Requires"]

@@ -346,3 +346,22 @@ class Screen:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         raise TimeoutError(f"top did not exit:\n{self.text()[-2000:]}")
+
+
+def test_usr2_hands_the_control_socket_and_metrics_port_over(
+    ops_server: tuple[Preforkd, Path, int],
+) -> None:
+    from tests.integration.test_reload import new_master_pid, stop_by_pid
+
+    server, sock, metrics = ops_server
+    server.signal(signal.SIGUSR2)
+    successor = new_master_pid(server)
+    try:
+        assert server.wait_exit(timeout=60) == 0  # the old master handed over and left
+        wait_for(lambda: status(sock)["master"]["pid"] == successor, what="the new master")
+        assert sock.exists()  # the old master did not remove the new one's socket
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        assert scrape(metrics)["preforkd_workers{}"] == 4
+    finally:
+        stop_by_pid(successor)
+    wait_for(lambda: not sock.exists(), what="the new master to remove its socket")
