@@ -13,10 +13,12 @@ Requests that stay open (a body, or trailers, follows) go to "/echo", which read
 body before it answers: "/" answers at once, and a server may then close the stream with
 RST_STREAM(NO_ERROR) (RFC 9113 §8.1) before the frames a case sends next arrive.
 
-Every case runs on two transports: TLS with ALPN h2 (a trustme certificate), and
-cleartext prior knowledge on a listener that also serves HTTP/1.1 (the default). preforkd's
-``--certfile`` turns TLS on for every listener of a process, so the two listeners belong to
-two servers, each started once for the module, side by side (one worker each).
+Every case runs on three transports: TLS with ALPN h2 (a trustme certificate), cleartext
+prior knowledge on a listener that also serves HTTP/1.1 (the default), and cleartext on an
+HTTP/2-only listener (``--bind-protocols ADDR=h2``). preforkd's ``--certfile`` turns TLS on
+for every listener of a process, so the TLS listener belongs to a server of its own; the
+two cleartext listeners share another. Both are started once for the module, side by side
+(one worker each).
 
 A case marked ``xfail(strict=True)`` would be a known conformance bug, with its reason
 (none is open).
@@ -89,7 +91,7 @@ PING_DATA = b"h2spec\x00\x00"
 
 @pytest.fixture(scope="module")
 def transports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Transport]]:
-    """A TLS server and a cleartext one, started together once for the module."""
+    """A TLS server and a cleartext one (two listeners), started once for the module."""
     tmp = tmp_path_factory.mktemp("h2conformance")
     ca = trustme.CA()
     issued = ca.issue_cert("127.0.0.1", "localhost")
@@ -102,16 +104,19 @@ def transports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, T
     client_tls.set_alpn_protocols(["h2"])
     common = ["--workers", "1", "--threads", "8"]
     common += ["--http2-max-concurrent-streams", str(MAX_STREAMS)]
-    tls_port, h2c_port = free_port(), free_port()
+    tls_port, h2c_port, h2only_port = free_port(), free_port(), free_port()
     tls_args = ["--bind", f"127.0.0.1:{tls_port}", "--certfile", str(cert), "--keyfile", str(key)]
     tls_server = Preforkd([APP, *tls_args, *common], tmp)
-    h2c_server = Preforkd([APP, "--bind", f"127.0.0.1:{h2c_port}", *common], tmp)
+    h2c_args = ["--bind", f"127.0.0.1:{h2c_port}", "--bind", f"127.0.0.1:{h2only_port}"]
+    h2c_args += ["--bind-protocols", f"127.0.0.1:{h2only_port}=h2"]
+    h2c_server = Preforkd([APP, *h2c_args, *common], tmp)
     h2c_server.port = h2c_port
     servers = [tls_server.start(), h2c_server.start()]
     try:
         found = {
             "tls": Transport("tls", tls_port, client_tls),
             "h2c": Transport("h2c", h2c_port),
+            "h2only": Transport("h2only", h2only_port),
         }
         h2c_server.wait_serving()
         wait_for(lambda: _answers(tls_server, found["tls"]), what="the TLS server to answer")
@@ -132,7 +137,7 @@ def _answers(server: Preforkd, transport: Transport) -> bool:
         return False
 
 
-@pytest.fixture(params=["tls", "h2c"])
+@pytest.fixture(params=["tls", "h2c", "h2only"])
 def transport(request: pytest.FixtureRequest, transports: dict[str, Transport]) -> Transport:
     return transports[request.param]
 
@@ -445,12 +450,28 @@ def test_http2_3_5_client_preface_gets_server_settings(conn: H2Conn) -> None:
     assert "ACK" not in frame.flags and conn.received[0] is frame, conn.transcript()
 
 
-def test_http2_3_5_invalid_connection_preface(conn: H2Conn) -> None:
+def test_http2_3_5_invalid_connection_preface(conn: H2Conn, transport: Transport) -> None:
     conn.send(b"INVALID CONNECTION PREFACE\r\n\r\n")
     answer = conn.expect_closed_raw()
-    # On TLS (ALPN h2) the bytes are frames (SETTINGS, GOAWAY); the cleartext listener also
-    # speaks HTTP/1.1 and may see a malformed HTTP/1.1 request (400). Either way: closed.
+    # On TLS (ALPN h2) the bytes are frames (SETTINGS, GOAWAY); the shared cleartext
+    # listener also speaks HTTP/1.1 and may see a malformed HTTP/1.1 request (400). Either
+    # way: closed. A listener that speaks only HTTP/2 owes a connection error of type
+    # PROTOCOL_ERROR (RFC 9113 §3.4), not an HTTP/1.1 answer.
     assert not answer.startswith(b"HTTP/1.1 2"), answer
+    if transport.name != "h2c":
+        goaways = [p for kind, p in raw_frames(answer) if kind == GOAWAY]
+        assert goaways, answer
+        assert int.from_bytes(goaways[0][4:8], "big") == ErrorCodes.PROTOCOL_ERROR, answer
+
+
+def raw_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """(type, payload) of each whole frame in ``data`` (RFC 9113 §4.1)."""
+    frames = []
+    while len(data) >= 9:
+        length, kind = int.from_bytes(data[:3], "big"), data[3]
+        frames.append((kind, data[9 : 9 + length]))
+        data = data[9 + length :]
+    return frames
 
 
 # --- 4.1 Frame Format ---------------------------------------------------------------------
