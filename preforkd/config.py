@@ -134,8 +134,13 @@ class Config:
     forwarded_allow_ips: tuple[str, ...] = setting(
         ("127.0.0.1", "::1"), "--forwarded-allow-ips", group=SERVER, multiple=True,
         parse=p.ip_network_or_star, metavar="ADDRESSES",
-        help="Proxies trusted to set X-Forwarded-For and X-Forwarded-Proto: addresses or "
-        "networks, comma-separated, or '*' for any.",
+        help="Proxies trusted to set X-Forwarded-For and X-Forwarded-Proto (and to send "
+        "PROXY protocol headers): addresses or networks, comma-separated, or '*' for any.",
+    )
+    proxy_protocol: bool = setting(
+        False, "--proxy-protocol", group=SERVER, boolean=True,
+        help="Every connection starts with a PROXY protocol header (v1 or v2, read before "
+        "TLS) from a peer in --forwarded-allow-ips, naming the client; others are closed.",
     )
 
     # --- Workers -----------------------------------------------------------------------

@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from preforkd.worker.connection import H1Protocol
+from preforkd.worker.proxied import ProxyProtocol, ProxyRefused
 from preforkd.worker.tls import ListenerSpec
 
 log = logging.getLogger("preforkd.worker")
@@ -49,14 +51,16 @@ class Acceptor:
         self,
         loop: asyncio.AbstractEventLoop,
         listener: ListenerSpec,
-        factory: Callable[[], asyncio.Protocol],
+        factory: Callable[[], H1Protocol],
         gate: Gate,
         handshake_timeout: float,
+        proxy: ProxyProtocol | None = None,
     ) -> None:
         self.loop = loop
         self.listener = listener
         self.factory = factory
         self.gate = gate
+        self.proxy = proxy  # --proxy-protocol: each connection starts with the header
         self.fd = listener.sock.fileno()
         self.reading = False
         self._ssl = listener.ssl_context
@@ -120,15 +124,35 @@ class Acceptor:
 
     async def _connect(self, conn: socket.socket) -> None:
         try:
+            factory = self.factory
+            if self.proxy is not None:  # before the TLS handshake: the header comes first
+                header = await self.proxy.read(self.loop, conn)
+                if header.client is not None:
+                    factory = _proxied(factory, header.client)
             await self.loop.connect_accepted_socket(
-                self.factory, conn, ssl=self._ssl, ssl_handshake_timeout=self._handshake_timeout
+                factory, conn, ssl=self._ssl, ssl_handshake_timeout=self._handshake_timeout
             )
+        except ProxyRefused:  # logged with the reason
+            conn.close()
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             # A failed TLS handshake, or a peer gone before we started: nothing to serve.
             log.debug("Connection not started: %s", exc)
             conn.close()
         finally:
             self.gate.started_one()
+
+
+def _proxied(
+    factory: Callable[[], H1Protocol], client: tuple[str, int]
+) -> Callable[[], H1Protocol]:
+    """A protocol factory whose connections belong to ``client`` (a PROXY header's)."""
+
+    def make() -> H1Protocol:
+        protocol = factory()
+        protocol.proxied_client = (client[0], str(client[1]))
+        return protocol
+
+    return make
 
 
 class Gate:

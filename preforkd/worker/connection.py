@@ -201,6 +201,8 @@ class H1Protocol(asyncio.Protocol):
         # The first bytes of a cleartext connection that may speak HTTP/2 (None: decided).
         self._sniff: bytes | None = b"" if "h2" in protocols and url_scheme == "http" else None
         self._upgrade: tuple[Request, str, bytearray] | None = None  # an h2c upgrade's body
+        # --proxy-protocol: the client's address and port from the PROXY header.
+        self.proxied_client: tuple[str, str] | None = None
 
     # --- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -214,7 +216,9 @@ class H1Protocol(asyncio.Protocol):
                 transport.get_extra_info("socket"), self.url_scheme, self.protocols, state
             )
         self.can_sendfile = listening.can_sendfile
-        if listening.inet:
+        if self.proxied_client is not None:  # behind a TCP proxy: the client it names
+            remote_addr, remote_port = self.proxied_client
+        elif listening.inet:
             peer = transport.get_extra_info("peername")
             remote_addr, remote_port = str(peer[0]), str(peer[1])
         else:  # a UNIX socket: no peer address (PEP 3333 allows empty strings)

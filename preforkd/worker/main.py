@@ -26,6 +26,7 @@ from preforkd.heartbeat import HeartbeatSlot
 from preforkd.proto.h1 import H1Limits
 from preforkd.proto.h2 import H2Settings
 from preforkd.worker.pool import AppThreads
+from preforkd.worker.proxied import ProxyProtocol
 from preforkd.worker.server import Server
 from preforkd.worker.state import ConnectionSettings, WorkerState
 from preforkd.worker.tls import listener_specs
@@ -136,6 +137,7 @@ def _serve(spec: WorkerSpec, app: WSGIApp, loop: asyncio.AbstractEventLoop) -> i
         max_requests=max_requests,
         handshake_timeout=cfg.handshake_timeout,
         worker_connections=cfg.worker_connections,
+        proxy=ProxyProtocol(state.proxy, cfg.header_timeout) if cfg.proxy_protocol else None,
     )
     _check_open_file_limit(cfg.worker_connections)
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from preforkd.worker.accept import Acceptor, Gate
 from preforkd.worker.connection import H1Protocol, listening_for
+from preforkd.worker.proxied import ProxyProtocol
 from preforkd.worker.state import WorkerState
 from preforkd.worker.tls import ListenerSpec
 
@@ -46,8 +47,10 @@ class Server:
         max_requests: int = 0,
         handshake_timeout: float = 10.0,
         worker_connections: int = 1000,
+        proxy: ProxyProtocol | None = None,
     ) -> None:
         self.loop = loop
+        self.proxy = proxy
         self.state = state
         self.listeners = listeners
         self.backlog = backlog
@@ -74,6 +77,7 @@ class Server:
                 self._protocol_factory(listener),
                 self.gate,
                 self.handshake_timeout,
+                self.proxy,
             )
             self.gate.acceptors.append(acceptor)
         self.gate.start()
