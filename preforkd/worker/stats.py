@@ -9,7 +9,7 @@ retired worker's last counts to its totals.
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 RATE_WINDOW = 5.0  # seconds of history behind the "requests per second" figure
 _CLASSES = len(STATUS_CLASSES)
+_INDEX = {str(digit + 1): digit for digit in range(_CLASSES)}
 
 
 class RequestStats:
@@ -35,18 +36,20 @@ class RequestStats:
         self.body_out = 0
 
     def record(self, cycle: WSGICycle) -> None:
-        """Count one finished application call (the caller holds the worker's lock)."""
+        """Count one finished application call (the caller holds the worker's lock).
+
+        On every request's path: a handful of operations (about half a microsecond)."""
         status = cycle.status
-        digit = ord(status[0]) - 49 if status else 4  # "1".."5" -> 0..4; none: a 500
-        if not 0 <= digit < _CLASSES:
-            digit = 4
-        h2 = cycle.request.http_version == "2"
-        self.by_status[h2 * _CLASSES + digit] += 1
+        # "1xx".."5xx" -> 0..4 (+5 for HTTP/2); no status (the app failed first): a 500.
+        index = _INDEX.get(status[0] if status else "5", 4)
+        if cycle.request.http_version == "2":
+            index += _CLASSES
+        self.by_status[index] += 1
         duration = cycle.duration
-        self.durations[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+        self.durations[bisect_left(DURATION_BUCKETS, duration)] += 1
         self.duration_sum += duration
-        stream = cycle.environ.get("wsgi.input")
-        self.body_in += getattr(stream, "bytes_read", 0)
+        # The app may have replaced or removed wsgi.input (environ is its to change).
+        self.body_in += getattr(cycle.environ.get("wsgi.input"), "bytes_read", 0)
         self.body_out += cycle.bytes_sent
 
 

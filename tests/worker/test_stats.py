@@ -39,3 +39,13 @@ def test_rate_over_the_window() -> None:
     for second in range(103, 110):
         rate = meter.update(float(second), 100)  # idle from here
     assert rate == 0.0
+
+
+def test_an_app_that_removed_wsgi_input_is_still_counted() -> None:
+    stats = RequestStats()
+    gone = cycle("200 OK")
+    gone.environ.clear()
+    gone.environ["wsgi.input"] = object()  # replaced by something without bytes_read
+    stats.record(gone)
+    stats.record(cycle("200 OK"))
+    assert stats.by_status[1] == 2 and stats.body_in == 0
