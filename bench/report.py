@@ -54,6 +54,11 @@ METRICS: dict[str, Metric] = {
     "p99_ms": lambda r: r.p99_ms,
     "peak_rss_mib": lambda r: r.peak_rss_mib,
     "server_cpu": lambda r: r.server_cpu,
+    # What one request costs the server in CPU time, whatever the machine's noise did to
+    # the throughput: the figure to compare servers by (issues 10 and 12).
+    "cpu_us_per_request": lambda r: (
+        r.server_cpu / r.rps * 1e6 if r.server_cpu is not None and r.rps else None
+    ),
     "other_cpu": lambda r: r.other_cpu,
     "errors": lambda r: r.errors,
     "startup_ms": lambda r: None if r.startup_s is None else r.startup_s * 1000,
@@ -186,6 +191,11 @@ def config_section(
             ("p99 latency, ms", "p99_ms", ".2f"),
             ("peak RSS, MiB (VmHWM summed over the process tree)", "peak_rss_mib", ".1f"),
             ("CPUs used by the server during the run", "server_cpu", ".2f"),
+            (
+                "server CPU per request, µs (CPUs used / requests per second)",
+                "cpu_us_per_request",
+                ".1f",
+            ),
             ("errors per run (socket errors and non-2xx, median of rounds)", "errors", ".0f"),
             ("CPUs used by other processes of the machine (noise)", "other_cpu", ".2f"),
         ):
