@@ -62,7 +62,12 @@ signals (to the master process):
   HUP          reload: re-read the configuration, replace the workers gracefully
   TTIN, TTOU   one worker more / one worker less
   USR1         reopen the log files (after logrotate)
-  USR2         upgrade: start a new master that inherits the listening sockets"""
+  USR2         upgrade: start a new master that inherits the listening sockets
+
+subcommands (the first argument; an app module of the same name: MODULE:CALLABLE):
+  preforkd status [--json]   the master and each worker of the running server(s)
+  preforkd top               the same, live; keys: h reload, + / - workers, q quit
+  preforkd check URL         a health probe for container and Kubernetes checks"""
 
 
 @dataclass(frozen=True, slots=True)
