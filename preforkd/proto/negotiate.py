@@ -11,7 +11,7 @@ import enum
 import re
 
 from preforkd.proto.events import Request
-from preforkd.proto.h2_frames import PREFACE
+from preforkd.proto.h2.frames import PREFACE
 
 # A GOAWAY with last stream 0 and PROTOCOL_ERROR (RFC 9113 §6.8, §7): the answer to bytes
 # that begin like the preface but are not it (§3.4: "MUST treat ... as a connection error").
@@ -73,7 +73,7 @@ def h2c_settings(request: Request) -> str | None:
 
 def valid_http2_settings(value: str) -> bool:
     """The HTTP2-Settings value decodes to a SETTINGS payload (RFC 7540 §3.2.1)."""
-    from preforkd.proto.h2_frames import parse_http2_settings
+    from preforkd.proto.h2.frames import parse_http2_settings
 
     try:
         parse_http2_settings(value)

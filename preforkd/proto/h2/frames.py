@@ -1,13 +1,13 @@
-"""The frame layer in front of h2: splits received bytes into frames and checks each one.
+"""HTTP/2 frames (RFC 9113 §4, §6): reading received bytes into frames, and writing ours.
 
-h2's own frame buffer waits for a whole frame before it looks at its length, and keeps up
-to 64 CONTINUATION frames of any size; here a frame's length is checked as soon as its
-9-byte header has arrived, and a header block (HEADERS + CONTINUATION) is collected under
-a byte limit (CVE-2024-27316, the CONTINUATION flood). A frame that breaks a rule the
-frame layer can judge alone raises ``H2ProtocolError``; the connection queues the GOAWAY.
+Reading: received bytes are split into frames, each checked once. A frame's length is
+checked as soon as its 9-byte header has arrived (§4.2), before its payload is buffered,
+and a header block (HEADERS + CONTINUATION) is collected under a byte and a frame limit
+(CVE-2024-27316, the CONTINUATION flood). A frame that breaks a rule the frame layer can
+judge alone raises ``H2ProtocolError``; the connection queues the GOAWAY.
 
-It also builds the few frames the connection writes itself (SETTINGS, GOAWAY, the stand-in
-HEADERS frames it hands to h2).
+Writing: one function per frame type the server sends. Each returns the bytes of a whole
+frame; the connection appends them to its output buffer.
 """
 
 from __future__ import annotations
@@ -16,19 +16,27 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 
-from h2.exceptions import InvalidSettingsValueError
-from h2.settings import Settings
-
-from preforkd.proto.h2_config import ErrorCodes, H2ProtocolError
+from preforkd.proto.h2.settings import (
+    MAX_FRAME,
+    MAX_WINDOW,
+    MIN_FRAME,
+    ErrorCodes,
+    H2ProtocolError,
+    SettingCodes,
+)
 
 __all__ = [
     "PREFACE",
     "FrameReader",
     "HeaderBlock",
     "RawFrame",
+    "data_frame",
     "goaway_frame",
-    "headers_frame",
+    "headers_frames",
     "parse_http2_settings",
+    "parse_settings",
+    "ping_frame",
+    "rst_stream_frame",
     "settings_frame",
     "window_update_frame",
 ]
@@ -39,6 +47,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # Frame types (RFC 9113 §6) and flags.
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS = 0x0, 0x1, 0x2, 0x3, 0x4
 PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0x5, 0x6, 0x7, 0x8, 0x9
+PRIORITY_UPDATE = 0x10  # RFC 9218 §7.1
 END_STREAM = ACK = 0x1
 END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
 
@@ -203,15 +212,38 @@ def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
     )
 
 
-def headers_frame(stream_id: int, block: bytes, end_stream: bool) -> bytes:
-    """A complete (END_HEADERS) HEADERS frame, without padding or priority."""
-    flags = END_HEADERS | (END_STREAM if end_stream else 0)
-    return _frame(HEADERS, flags, stream_id, block)
+def headers_frames(stream_id: int, block: bytes, end_stream: bool, max_size: int) -> bytes:
+    """A field block as a HEADERS frame and as many CONTINUATION frames as the peer's
+    SETTINGS_MAX_FRAME_SIZE needs (RFC 9113 §6.2, §6.10), without padding or priority."""
+    flags = END_STREAM if end_stream else 0
+    if len(block) <= max_size:
+        return _frame(HEADERS, flags | END_HEADERS, stream_id, block)
+    parts = [_frame(HEADERS, flags, stream_id, block[:max_size])]
+    for start in range(max_size, len(block), max_size):
+        last = start + max_size >= len(block)
+        chunk = block[start : start + max_size]
+        parts.append(_frame(CONTINUATION, END_HEADERS if last else 0, stream_id, chunk))
+    return b"".join(parts)
+
+
+def data_frame(stream_id: int, data: bytes, end_stream: bool) -> bytes:
+    return _frame(DATA, END_STREAM if end_stream else 0, stream_id, data)
 
 
 def settings_frame(settings: dict[int, int]) -> bytes:
     payload = b"".join(k.to_bytes(2) + v.to_bytes(4) for k, v in settings.items())
     return _frame(SETTINGS, 0, 0, payload)
+
+
+SETTINGS_ACK = _frame(SETTINGS, ACK, 0, b"")
+
+
+def ping_frame(payload: bytes, ack: bool = False) -> bytes:
+    return _frame(PING, ACK if ack else 0, 0, payload)
+
+
+def rst_stream_frame(stream_id: int, error_code: int) -> bytes:
+    return _frame(RST_STREAM, 0, stream_id, int(error_code).to_bytes(4))
 
 
 def goaway_frame(last_stream_id: int, error_code: int) -> bytes:
@@ -223,9 +255,43 @@ def window_update_frame(stream_id: int, increment: int) -> bytes:
     return _frame(WINDOW_UPDATE, 0, stream_id, increment.to_bytes(4))
 
 
-def parse_http2_settings(value: str) -> bytes:
-    """Check an HTTP2-Settings value (RFC 7540 §3.2.1: a SETTINGS payload in base64url,
-    usually without padding); return it re-encoded with padding, as h2 wants it.
+def parse_settings(payload: bytes | memoryview) -> dict[int, int]:
+    """The values of a SETTINGS payload a client sent, checked (RFC 9113 §6.5, §6.5.2).
+
+    Raises ``H2ProtocolError``: FRAME_SIZE_ERROR for a length that is not a multiple of 6,
+    FLOW_CONTROL_ERROR for an initial window over 2^31-1, PROTOCOL_ERROR for the other
+    values out of range. Unknown settings are ignored (§6.5.2); a repeated one takes the
+    last value (§6.5.3: processed in order).
+    """
+    if len(payload) % 6:
+        raise H2ProtocolError("SETTINGS length", ErrorCodes.FRAME_SIZE_ERROR)
+    values: dict[int, int] = {}
+    for offset in range(0, len(payload), 6):
+        code = int.from_bytes(payload[offset : offset + 2])
+        value = int.from_bytes(payload[offset + 2 : offset + 6])
+        if code == SettingCodes.INITIAL_WINDOW_SIZE and value > MAX_WINDOW:
+            raise H2ProtocolError("SETTINGS_INITIAL_WINDOW_SIZE", ErrorCodes.FLOW_CONTROL_ERROR)
+        if code == SettingCodes.MAX_FRAME_SIZE and not MIN_FRAME <= value <= MAX_FRAME:
+            raise H2ProtocolError("SETTINGS_MAX_FRAME_SIZE out of range")
+        if code in _BOOLEAN_SETTINGS and value > 1:
+            raise H2ProtocolError(f"SETTINGS parameter {code} must be 0 or 1")
+        values[code] = value
+    return values
+
+
+# RFC 9113 §6.5.2 (ENABLE_PUSH), RFC 8441 §3, RFC 9218 §2.1: 0 or 1, else PROTOCOL_ERROR.
+_BOOLEAN_SETTINGS = frozenset(
+    (
+        SettingCodes.ENABLE_PUSH,
+        SettingCodes.ENABLE_CONNECT_PROTOCOL,
+        SettingCodes.NO_RFC7540_PRIORITIES,
+    )
+)
+
+
+def parse_http2_settings(value: str) -> dict[int, int]:
+    """The client settings of an HTTP2-Settings value (RFC 7540 §3.2.1: a SETTINGS payload
+    in base64url, usually without padding).
 
     Raises ``ValueError`` when it is not valid base64url or not valid client settings.
     """
@@ -234,14 +300,7 @@ def parse_http2_settings(value: str) -> bytes:
         payload = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except binascii.Error as exc:
         raise ValueError("not base64url") from exc
-    if len(payload) % 6:
-        raise ValueError("not a whole number of settings")
-    check = Settings(client=True)  # the values a client may send (RFC 9113 §6.5.2)
-    for offset in range(0, len(payload), 6):
-        code = int.from_bytes(payload[offset : offset + 2])
-        setting = int.from_bytes(payload[offset + 2 : offset + 6])
-        try:
-            check.validate_received_setting(code, setting)
-        except InvalidSettingsValueError as exc:
-            raise ValueError(str(exc)) from exc
-    return base64.urlsafe_b64encode(payload)
+    try:
+        return parse_settings(payload)
+    except H2ProtocolError as exc:
+        raise ValueError(str(exc)) from exc

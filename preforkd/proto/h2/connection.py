@@ -1,37 +1,26 @@
-"""The HTTP/2 server-side protocol core: bytes in, events out; responses framed to bytes.
+"""The HTTP/2 server connection: bytes in, events out; responses framed to bytes.
 
 Theory of operation
 -------------------
-``H2Connection`` wraps h2's ``H2Connection`` (server side) and puts a frame layer in front
-of it (``h2_frames``). Received bytes are split into frames here; each frame is checked,
-counted against the flood budgets, and then handed to h2 on its own, so every h2 event is
-known to come from that frame. h2 keeps what it does well: the stream state machines of
-RFC 9113 §5.1, flow-control windows, SETTINGS negotiation, PING and WINDOW_UPDATE
-handling, and HPACK encoding of responses. Three things it does not do the way a server
-must are done here instead:
+``H2Connection`` is a sans-IO HTTP/2 server (RFC 9113) of our own; only HPACK (RFC 7541)
+is a library's (``hpack``). Received bytes are cut into frames by ``frames.FrameReader``
+(each frame checked once, its length before its payload is buffered); each frame is
+counted against the flood budgets and applied to the connection's state in
+``receive.Receiver``: the stream table and its states (§5.1, ``streams``), the windows we
+grant and the ones we respect (§5.2, §6.9, ``flow``), SETTINGS (§6.5), PING, GOAWAY and
+RST_STREAM. A header block is collected under a size bound and decoded once; the request
+fields are judged by ``fields`` (a malformed request is a *stream* error, §8.1.1).
 
-* **Field blocks.** HEADERS and CONTINUATION frames are collected here (bounded, against
-  the CONTINUATION flood) and decoded by our own HPACK decoder. h2 then receives a single
-  stand-in HEADERS frame for the stream whose block is empty (its header checks are
-  off), so its decoder never touches a dynamic table. The real
-  fields are judged by ``h2_fields``: a malformed request is a *stream* error (RFC 9113
-  §8.1.1) instead of h2's connection error, a decoding failure is COMPRESSION_ERROR
-  (RFC 9113 §4.3) instead of PROTOCOL_ERROR, and content-length is checked here.
-* **Stream admission.** h2's concurrency check would answer an extra stream with a
-  connection error; ours answers RST_STREAM(REFUSED_STREAM) (RFC 9113 §5.1.2), counting a
-  stream until the application has finished with it, not until the client reset it
-  (CVE-2023-44487). h2 is therefore told an unlimited SETTINGS_MAX_CONCURRENT_STREAMS and
-  we send our own SETTINGS frame.
-* **GOAWAY for a graceful shutdown.** h2 refuses to send anything after its own GOAWAY,
-  so the two GOAWAY frames of RFC 9113 §6.8 are written here.
+Sending: response heads are encoded and framed at once (``send_response``); response
+bodies wait in per-stream queues and become DATA frames only in ``data_to_send()``, in the
+order the DATA scheduler gives (``scheduler``; RFC 9218 priorities plug in there), within
+the stream and connection windows and the client's SETTINGS_MAX_FRAME_SIZE.
 
-Response bodies wait in per-stream queues (``h2_streams``) and become DATA frames only in
-``data_to_send()``, fairly and within the flow-control windows.
-
-Module map: ``h2_config`` (settings, limits, the error), ``h2_frames`` (frame reader and
-the frames we write), ``h2_fields`` (request and response field rules), ``h2_streams``
-(stream state, DATA scheduler), ``h2_receive`` (state and the receiving side), and this
-module (starting, answering, stopping).
+Module map: ``settings`` (settings, limits, error codes, the error), ``frames`` (frame
+reader and writers), ``fields`` (request and response field rules), ``streams`` (stream
+state, closed-stream records), ``flow`` (receive windows), ``scheduler`` (DATA order),
+``receive`` (state and the receiving side), and this module (starting, answering,
+stopping).
 
 Decisions worth knowing (details at the code that implements them):
 
@@ -49,19 +38,20 @@ Decisions worth knowing (details at the code that implements them):
 * A response that ends before its Content-Length is reset (INTERNAL_ERROR); bytes beyond
   it are dropped. A response complete before its request is followed by
   RST_STREAM(NO_ERROR) (RFC 9113 §8.1).
-* A client's GOAWAY(NO_ERROR) is kept from h2 (which would send nothing more): it sets
-  ``peer_goaway`` and the streams in flight are still answered (RFC 9113 §6.8); the
-  adapter closes once they are done. A GOAWAY with an error code, or EOF, gives
-  ``ConnectionClosed``.
+* A client's GOAWAY(NO_ERROR) sets ``peer_goaway`` and the streams in flight are still
+  answered (RFC 9113 §6.8); the adapter closes once they are done. A GOAWAY with an error
+  code, or EOF, gives ``ConnectionClosed``.
 * Frames that arrive on a stream after our RST_STREAM are ignored (RFC 9113 §5.1), DATA
-  still counted against and given back to the connection window.
+  still counted against and given back to the connection window. The last 256 closed
+  streams are remembered with how they closed (``streams.CLOSED_STREAM_MEMORY``), so the
+  state of one connection is bounded however many requests it serves.
 * Events depend only on the bytes, never on how they were cut into reads.
 
 Two rules keep this module honest:
 
 1. No IO, no clock, no threads: bytes, values and ``now`` in; events and bytes out.
-2. Every rule enforced here cites its RFC section; every rule left to h2 is pinned by a
-   test in tests/proto/test_h2_*.py.
+2. Every rule enforced here cites its RFC section, and is pinned by a test in
+   tests/proto/test_h2_*.py (the differential ones compare it with the h2 library).
 
 Driving it (the adapter)
 ------------------------
@@ -75,21 +65,23 @@ even after a ``StreamReset`` for it: until then the stream counts against the li
 
 from __future__ import annotations
 
-from h2.settings import SettingCodes
-
+import preforkd.proto.h2.frames as frames
 from preforkd.errors import LocalProtocolError, RemoteProtocolError
-from preforkd.proto import h2_frames as frames
 from preforkd.proto.events import Data, EndOfMessage, Event, Headers, Request
-from preforkd.proto.h2_config import ErrorCodes, H2ProtocolError, H2Settings
-from preforkd.proto.h2_fields import DROPPED_RESPONSE_FIELDS, response_head
-from preforkd.proto.h2_receive import (
+from preforkd.proto.h2.fields import DROPPED_RESPONSE_FIELDS, response_head
+from preforkd.proto.h2.receive import MAX_STREAM_ID, PROBE_PING, SHUTDOWN_PING, Receiver
+from preforkd.proto.h2.settings import (
     DEFAULT_WINDOW,
-    MAX_STREAM_ID,
-    PROBE_PING,
-    SHUTDOWN_PING,
-    Receiver,
+    ErrorCodes,
+    H2ProtocolError,
+    H2Settings,
+    SettingCodes,
 )
-from preforkd.proto.h2_streams import Stream, frame_data
+from preforkd.proto.h2.streams import Stream
+
+# The most a stream sends per round of the DATA scheduler (also the RFC default frame
+# size): a large download interleaves with small responses at this grain.
+QUANTUM = 16384
 
 __all__ = [
     "UPGRADE_RESPONSE",
@@ -136,17 +128,25 @@ class H2Connection(Receiver):
         if self._initiated:
             raise LocalProtocolError("the connection is already initiated", 500)
         try:
-            encoded = frames.parse_http2_settings(http2_settings_header)
+            values = frames.parse_http2_settings(http2_settings_header)
         except ValueError as exc:
             raise RemoteProtocolError(f"invalid HTTP2-Settings: {exc}", 400) from exc
-        self._h2.initiate_upgrade_connection(encoded)
-        self._h2.clear_outbound_data_buffer()  # its SETTINGS carries h2's internal values
+        # RFC 7540 §3.2.1: the header stands for the client's first SETTINGS frame (which
+        # is not acknowledged: it never was a frame).
+        self._apply_settings(values)
         self._out += UPGRADE_RESPONSE
         self._start()
-        self._highest = self._highest_taken = 1
-        stream = Stream(1, request.method == "HEAD", request.content_length)
-        stream.request_open = False  # h2's stream 1 is half-closed (remote) from the start
+        self._wire.highest = self._highest_taken = 1
+        stream = Stream(
+            1,
+            request.method == "HEAD",
+            request.content_length,
+            self.settings.initial_window_size,
+            self._peer_initial_window,
+        )
+        stream.request_open = False  # stream 1 is half-closed (remote) from the start
         self._streams[1] = stream
+        self._scheduler.open(1, None)
         headers = [
             (n, v)
             for n, v in request.headers
@@ -183,19 +183,19 @@ class H2Connection(Receiver):
             raise LocalProtocolError("the connection is already initiated", 500)
         self._initiated = True
         s = self.settings
-        self._emit(
-            frames.settings_frame(
-                {
-                    SettingCodes.MAX_CONCURRENT_STREAMS: s.max_concurrent_streams,
-                    SettingCodes.INITIAL_WINDOW_SIZE: s.initial_window_size,
-                    SettingCodes.MAX_FRAME_SIZE: s.max_frame_size,
-                    SettingCodes.MAX_HEADER_LIST_SIZE: s.max_header_list_size,
-                }
-            )
+        self._out += frames.settings_frame(
+            {
+                SettingCodes.MAX_CONCURRENT_STREAMS: s.max_concurrent_streams,
+                SettingCodes.INITIAL_WINDOW_SIZE: s.initial_window_size,
+                SettingCodes.MAX_FRAME_SIZE: s.max_frame_size,
+                SettingCodes.MAX_HEADER_LIST_SIZE: s.max_header_list_size,
+            }
         )
         # RFC 9113 §6.9.2: SETTINGS cannot change the connection window; WINDOW_UPDATE does.
         if s.connection_window_size > DEFAULT_WINDOW:
-            self._h2.increment_flow_control_window(s.connection_window_size - DEFAULT_WINDOW)
+            increment = s.connection_window_size - DEFAULT_WINDOW
+            self._out += frames.window_update_frame(0, increment)
+            self._recv_window.available += increment
 
     # -- flow control of request bodies ---------------------------------------------------
 
@@ -212,7 +212,7 @@ class H2Connection(Receiver):
         nbytes = min(nbytes, stream.unacked)
         if nbytes > 0:
             stream.unacked -= nbytes
-            self._ack(stream_id, nbytes)
+            self._ack(stream, nbytes)
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -238,17 +238,17 @@ class H2Connection(Receiver):
         if head.code < 200:
             if end_stream:
                 raise LocalProtocolError("an interim response cannot end the stream", 500)
-            self._h2.send_headers(stream_id, head.fields)
+            self._send_headers(stream_id, head.fields, False)
             return
         stream.status = head.code
         stream.no_body = head.no_body
         stream.remaining = head.content_length
         if head.no_body or (end_stream and not stream.short):
             # RFC 9110 §6.4.1: HEAD, 204 and 304 end with their head.
-            self._h2.send_headers(stream_id, head.fields, end_stream=True)
+            self._send_headers(stream_id, head.fields, True)
             stream.ended = True
         else:
-            self._h2.send_headers(stream_id, head.fields)
+            self._send_headers(stream_id, head.fields, False)
         if end_stream:
             self._end_body(stream)
 
@@ -284,7 +284,7 @@ class H2Connection(Receiver):
         if stream.ended:
             self._release(stream)
         elif stream.short and not stream.buffered:
-            self._reset_stream(stream, ErrorCodes.INTERNAL_ERROR)  # see frame_data
+            self._reset_stream(stream, ErrorCodes.INTERNAL_ERROR)  # see _send_some
             self._release(stream)
         else:
             stream.end_pending = True
@@ -293,7 +293,7 @@ class H2Connection(Receiver):
     def _schedule(self, stream: Stream) -> None:
         if not stream.scheduled:
             stream.scheduled = True
-            self._ready.append(stream)
+            self._ready[stream.id] = stream
 
     def reset_stream(self, stream_id: int, error_code: int = ErrorCodes.INTERNAL_ERROR) -> None:
         """Abandon the stream: the application failed after its head was sent, or the
@@ -306,9 +306,20 @@ class H2Connection(Receiver):
             self._reset_stream(stream, error_code)
         self._finish_app(stream)
 
+    def _reset_stream(self, stream: Stream, code: int) -> None:
+        if not stream.reset and self._wire.get(stream.id) is None:
+            self._send_reset(stream.id, code)
+        stream.reset = True
+        stream.drop_output()
+
+    def _finish_app(self, stream: Stream) -> None:
+        stream.app_done = True
+        if stream.reset or stream.ended or self._closed:
+            self._release(stream)
+
     def _lookup(self, stream_id: int) -> Stream | None:
         stream = self._streams.get(stream_id)
-        if stream is None and (not stream_id % 2 or not 0 < stream_id <= self._highest):
+        if stream is None and (not stream_id % 2 or not 0 < stream_id <= self._wire.highest):
             raise LocalProtocolError(f"no request was received on stream {stream_id}", 500)
         return stream
 
@@ -320,15 +331,61 @@ class H2Connection(Receiver):
         SETTINGS_MAX_FRAME_SIZE. Call it after every other call.
         """
         if self._ready and not self._closed:
-            frame_data(self._h2, self._ready, self._on_framed_end)
-        self._drain_h2()
+            self._frame_data()
         data = bytes(self._out)
         self._out.clear()
         return data
 
-    def _on_framed_end(self, stream: Stream) -> None:
-        if stream.app_done:
-            self._release(stream)
+    def _frame_data(self) -> None:
+        """Frame queued response data in rounds, one quantum per stream per round, in the
+        scheduler's order; a stream with data left moves to the back of the ready order.
+        Streams blocked by flow control stay ready until a window opens."""
+        size = min(self._peer_max_frame, QUANTUM)
+        ready = self._ready
+        progress = True
+        while progress and ready:
+            progress = False
+            for sid in self._scheduler.order(list(ready)):
+                stream = ready.pop(sid, None)
+                if stream is None:
+                    continue
+                if stream.pending and self._send_some(stream, size):
+                    progress = True
+                if stream.pending:
+                    ready[sid] = stream
+                    continue
+                stream.scheduled = False
+                if stream.ended and stream.app_done:
+                    self._release(stream)
+
+    def _send_some(self, stream: Stream, size: int) -> bool:
+        """Frame up to ``size`` bytes of ``stream``; False when flow control allows none."""
+        sid = stream.id
+        if stream.buffered:
+            size = min(size, self._send_window, stream.send_window, stream.buffered)
+            if size <= 0:
+                return False  # a window can even be negative (RFC 9113 §6.9.2)
+            chunk = stream.take(size)
+            self._send_window -= size
+            stream.send_window -= size
+            # The last chunk carries END_STREAM, unless the body is short of its length.
+            end = not stream.buffered and stream.end_pending and not stream.short
+            self._out += frames.data_frame(sid, chunk, end)
+            if end:
+                stream.end_pending = False
+                stream.ended = True
+            if stream.buffered or not stream.end_pending:
+                return True
+        # The queue is empty and the application has ended its response.
+        if stream.short:
+            # Fewer bytes than its Content-Length: the client must not take it as complete.
+            self._send_reset(sid, ErrorCodes.INTERNAL_ERROR)
+            stream.reset = True
+        else:
+            self._out += frames.data_frame(sid, b"", True)  # needs no window (§6.9.1)
+        stream.end_pending = False
+        stream.ended = True
+        return True
 
     # -- backpressure, timeouts -----------------------------------------------------------
 
@@ -376,7 +433,7 @@ class H2Connection(Receiver):
         if self._closed or self._probe_sent is not None:
             return
         self._probe_sent = now
-        self._h2.ping(PROBE_PING)
+        self._out += frames.ping_frame(PROBE_PING)
 
     @property
     def ping_outstanding_since(self) -> float | None:
@@ -398,8 +455,8 @@ class H2Connection(Receiver):
         if self._closed or self._shutdown:
             return
         self._shutdown = 1
-        self._emit(frames.goaway_frame(MAX_STREAM_ID, ErrorCodes.NO_ERROR))
-        self._h2.ping(SHUTDOWN_PING)
+        self._out += frames.goaway_frame(MAX_STREAM_ID, ErrorCodes.NO_ERROR)
+        self._out += frames.ping_frame(SHUTDOWN_PING)
 
     def finish_graceful_shutdown(self) -> None:
         """Send the final GOAWAY: streams opened after it are refused."""

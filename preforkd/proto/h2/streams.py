@@ -1,28 +1,72 @@
-"""Per-stream state of the HTTP/2 core, and the fair scheduler that frames response DATA.
+"""Per-stream state of the HTTP/2 core (RFC 9113 §5.1), and the memory of closed streams.
 
 A ``Stream`` exists from the Request event the adapter receives until the adapter has
 finished it (``end_stream`` or ``reset_stream``) and its last byte is framed or dropped:
 that span is what counts against SETTINGS_MAX_CONCURRENT_STREAMS, so a client that resets
 streams cannot start more application calls than the limit (Go's answer to rapid reset).
 
-Response bodies wait in a per-stream queue; ``frame_data`` turns them into DATA frames
-round-robin, one quantum per stream per round, within the stream window, the connection
-window and the peer's SETTINGS_MAX_FRAME_SIZE (RFC 9113 §6.9, §4.2).
+The states of §5.1, for a server that never pushes (so never "reserved"):
+
+* idle: an id above the highest the client has opened (``ClosedStreams.highest``);
+* open / half-closed: a ``Stream`` whose wire side is not over. ``request_open`` is false
+  once the client's END_STREAM arrived (half-closed (remote)); ``ended`` once ours was
+  framed (half-closed (local));
+* closed: both ends done, or reset by either side. The wire side is then recorded in
+  ``ClosedStreams`` with how it closed, because a late frame is answered by that (§5.1):
+  after our RST_STREAM it is ignored (the client may have sent it before it saw ours);
+  after the client's RST_STREAM it is a stream error STREAM_CLOSED; after END_STREAM both
+  ways it is a connection error STREAM_CLOSED.
+
+Response bodies wait in a per-stream queue until the connection frames them (its DATA
+scheduler, within the windows of §6.9).
 """
 
 from __future__ import annotations
 
+import enum
 from collections import deque
-from collections.abc import Callable
 
-from h2.connection import H2Connection as _H2
-from h2.errors import ErrorCodes
+from preforkd.proto.h2.flow import ReceiveWindow
 
-__all__ = ["Stream", "frame_data"]
+__all__ = ["CLOSED_STREAM_MEMORY", "Closed", "ClosedStreams", "Stream"]
 
-# The most a stream sends per round of the scheduler (also the RFC default frame size): a
-# large download interleaves with small responses at this grain.
-QUANTUM = 16384
+# How many closed streams a connection remembers, with how each closed. A stream older than
+# that is still known to be closed (its id is below the highest opened), only not how: its
+# late frames are ignored, as after our own RST_STREAM. 256 records of ~100 bytes bound the
+# memory of a connection whatever its age (issue 10: h2 kept 65,536 of ~150 bytes); a
+# client's late frames arrive within a round trip, long before 256 newer streams close.
+CLOSED_STREAM_MEMORY = 256
+
+
+class Closed(enum.Enum):
+    """How a stream closed (RFC 9113 §5.1), which decides how a late frame is answered."""
+
+    RESET_BY_US = 1  # late frames are ignored
+    RESET_BY_PEER = 2  # a stream error STREAM_CLOSED
+    ENDED = 3  # END_STREAM both ways: a connection error STREAM_CLOSED
+
+
+class ClosedStreams:
+    """The wire state of streams no longer open: a bounded record of the recent ones."""
+
+    __slots__ = ("_recent", "highest")
+
+    def __init__(self) -> None:
+        self._recent: dict[int, Closed] = {}
+        self.highest = 0  # the highest stream id the client has opened (§5.1.1)
+
+    def add(self, stream_id: int, how: Closed) -> None:
+        recent = self._recent
+        recent.pop(stream_id, None)
+        recent[stream_id] = how
+        if len(recent) > CLOSED_STREAM_MEMORY:
+            del recent[next(iter(recent))]
+
+    def get(self, stream_id: int) -> Closed | None:
+        return self._recent.get(stream_id)
+
+    def __len__(self) -> int:
+        return len(self._recent)
 
 
 class Stream:
@@ -41,16 +85,25 @@ class Stream:
         "mark_time",
         "no_body",
         "received",
+        "recv_window",
         "remaining",
         "request_open",
         "reset",
         "scheduled",
+        "send_window",
         "sent",
         "status",
         "unacked",
     )
 
-    def __init__(self, stream_id: int, head_request: bool, expected: int | None) -> None:
+    def __init__(
+        self,
+        stream_id: int,
+        head_request: bool,
+        expected: int | None,
+        recv_window: int,
+        send_window: int,
+    ) -> None:
         self.id = stream_id
         self.head_request = head_request
         # Request side.
@@ -58,6 +111,7 @@ class Stream:
         self.expected = expected  # the request's content-length, checked against DATA
         self.received = 0
         self.unacked = 0  # body bytes handed to the adapter, not yet acknowledged
+        self.recv_window = ReceiveWindow(recv_window)  # what the client may still send
         # Response side.
         self.app_done = False  # the adapter sent end_stream or reset the stream
         self.status = 0  # final status code once sent
@@ -66,9 +120,10 @@ class Stream:
         self.chunks: deque[memoryview] = deque()
         self.buffered = 0
         self.end_pending = False  # END_STREAM goes out once the queue is empty
-        self.ended = False  # END_STREAM framed (or, short of its length, RST_STREAM)
+        self.ended = False  # END_STREAM framed: half-closed (local)
         self.reset = False  # reset by either side: nothing more is sent or delivered
-        self.scheduled = False  # in the scheduler's ready queue
+        self.scheduled = False  # in the connection's ready order
+        self.send_window = send_window  # RFC 9113 §6.9: may go below zero (§6.9.2)
         self.sent = 0  # DATA payload bytes framed
         self.mark_sent = 0  # ``sent`` when progress was last observed (stalled_streams)
         self.mark_time: float | None = None
@@ -110,58 +165,3 @@ class Stream:
         self.chunks.clear()
         self.buffered = 0
         self.end_pending = False
-
-
-def frame_data(conn: _H2, ready: deque[Stream], finished: Callable[[Stream], None]) -> None:
-    """Frame queued response data fairly; ``ready`` holds the streams with output pending.
-
-    Streams blocked by flow control stay in ``ready``; a stream whose END_STREAM (or, when
-    its body fell short of its Content-Length, its RST_STREAM) was framed is passed to
-    ``finished``.
-    """
-    size = min(conn.max_outbound_frame_size, QUANTUM)
-    progress = True
-    while progress and ready:
-        progress = False
-        for _ in range(len(ready)):
-            stream = ready.popleft()
-            if stream.pending and _send_some(conn, stream, size):
-                progress = True
-            if stream.pending:
-                ready.append(stream)
-                continue
-            stream.scheduled = False
-            if stream.ended:
-                finished(stream)
-
-
-def _send_some(conn: _H2, stream: Stream, size: int) -> bool:
-    """Frame up to ``size`` bytes of ``stream``; False when flow control allows nothing."""
-    sid = stream.id
-    if stream.buffered:
-        window = min(
-            conn.outbound_flow_control_window, conn.streams[sid].outbound_flow_control_window
-        )
-        size = min(size, window, stream.buffered)
-        if size <= 0:
-            return False  # a window can even be negative (RFC 9113 §6.9.2)
-        chunk = stream.take(size)
-        if stream.buffered or not stream.end_pending:
-            conn.send_data(sid, chunk)
-            return True
-        if not stream.short:
-            conn.send_data(sid, chunk, end_stream=True)  # the last chunk carries END_STREAM
-            stream.end_pending = False
-            stream.ended = True
-            return True
-        conn.send_data(sid, chunk)
-    # The queue is empty and the application has ended its response.
-    if stream.short:
-        # Fewer bytes than its Content-Length: the client must not take it as complete.
-        conn.reset_stream(sid, ErrorCodes.INTERNAL_ERROR)
-        stream.reset = True
-    else:
-        conn.end_stream(sid)  # an empty DATA frame needs no window (RFC 9113 §6.9.1)
-    stream.end_pending = False
-    stream.ended = True
-    return True

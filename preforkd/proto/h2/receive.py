@@ -1,0 +1,599 @@
+"""The receiving side of the HTTP/2 core: bytes to frames, frames to state and events.
+
+``Receiver`` holds the connection's state and everything that happens when bytes arrive;
+``H2Connection`` (connection.py) adds the methods the adapter calls to start, answer and
+stop. Every frame is parsed once, here, and every header block decoded once.
+
+Two rules keep this module honest:
+
+1. No IO, no clock, no threads: bytes, values and ``now`` in; events and bytes out.
+2. Every rule enforced here cites its RFC section.
+"""
+
+from __future__ import annotations
+
+from hpack import Decoder, Encoder
+from hpack.exceptions import HPACKError, OversizedHeaderListError
+
+import preforkd.proto.h2.frames as frames
+from preforkd.proto.events import (
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Event,
+    Request,
+    StreamReset,
+)
+from preforkd.proto.h2.fields import (
+    Fields,
+    Malformed,
+    Unsupported,
+    check_trailers,
+    parse_request,
+    server_response,
+)
+from preforkd.proto.h2.flow import ReceiveWindow
+from preforkd.proto.h2.frames import HeaderBlock, RawFrame
+from preforkd.proto.h2.scheduler import FifoScheduler, Scheduler
+from preforkd.proto.h2.settings import (
+    DEFAULT_WINDOW,
+    MAX_WINDOW,
+    MIN_FRAME,
+    Budget,
+    ErrorCodes,
+    H2ProtocolError,
+    H2Settings,
+    SettingCodes,
+)
+from preforkd.proto.h2.streams import Closed, ClosedStreams, Stream
+
+__all__ = ["MAX_STREAM_ID", "PROBE_PING", "SHUTDOWN_PING", "Receiver"]
+
+MAX_STREAM_ID = 2**31 - 1
+PROBE_PING = b"preforkd"  # PING payloads are 8 bytes (RFC 9113 §6.7)
+SHUTDOWN_PING = b"shutdown"
+
+
+class Receiver:
+    """Connection state, and the handling of received bytes."""
+
+    def __init__(
+        self,
+        settings: H2Settings | None = None,
+        server: bytes = b"preforkd",
+        scheduler: Scheduler | None = None,
+    ) -> None:
+        self.settings = settings = settings or H2Settings()
+        #: The Date field value for responses; the adapter keeps it current (e.g. from the
+        #: worker's once-a-second clock) -- the core has no clock.
+        self.date_header = b""
+        self._server = server
+        limit = settings.max_header_list_size
+        # Up to twice the advertised header list size is decoded, so that a request that
+        # is too large but well-formed gets 431 and the connection lives on; beyond that
+        # the block is not decoded and the connection ends (see HeaderBlock).
+        self._decoder = Decoder(max_header_list_size=2 * limit)
+        self._encoder = Encoder()
+        self._block_limit = 2 * limit
+        self._reader = frames.FrameReader(settings.max_frame_size)
+        self._block: HeaderBlock | None = None
+        self._streams: dict[int, Stream] = {}
+        self._wire = ClosedStreams()
+        self._ready: dict[int, Stream] = {}  # streams with output pending, in ready order
+        self._scheduler: Scheduler = scheduler or FifoScheduler()
+        self._out = bytearray()
+        self._events: list[Event] = []
+        # Flow control (RFC 9113 §6.9): the connection window we grant starts at the RFC
+        # default and is raised by our first WINDOW_UPDATE (§6.9.2: SETTINGS cannot).
+        self._recv_window = ReceiveWindow(settings.connection_window_size, DEFAULT_WINDOW)
+        self._send_window = DEFAULT_WINDOW
+        # The client's settings that matter to what we send (§6.5.2 defaults).
+        self._peer_initial_window = DEFAULT_WINDOW
+        self._peer_max_frame = MIN_FRAME
+        self.peer_goaway = False  # the client said GOAWAY(NO_ERROR): its streams finish
+        self._now = 0.0
+        window = settings.flood_window
+        self._resets = Budget("stream resets", settings.max_resets, window)
+        self._pings = Budget("PING frames", settings.max_pings, window)
+        self._settings_frames = Budget("SETTINGS frames", settings.max_settings, window)
+        self._empty = Budget("frames without content", settings.max_empty_frames, window)
+        self._initiated = False
+        self._settings_seen = False
+        self._highest_taken = 0  # highest stream id we processed (GOAWAY's last stream id)
+        self._closed = False
+        self._error: H2ProtocolError | None = None
+        self._goaway_queued = False
+        self._shutdown = 0  # 1: first GOAWAY sent, waiting for the PING; 2: final GOAWAY
+        self._goaway_last = MAX_STREAM_ID
+        self._probe_sent: float | None = None
+        self._last_ping_ack: float | None = None
+        self._upgrade_body = False
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> list[Event]:
+        """Feed received bytes; ``b""`` means the peer closed its side (EOF).
+
+        Returns the events these bytes completed. ``now`` (any monotonic clock, seconds)
+        dates the flood budgets and PING acknowledgements. Raises ``H2ProtocolError`` on a
+        connection error, after queuing the GOAWAY; every later call raises it again.
+        """
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            return []
+        if not data:
+            self._closed = True
+            return [ConnectionClosed()]
+        self._now = now
+        events: list[Event] = []
+        self._events = events
+        try:
+            reader = self._reader
+            reader.feed(data)
+            while not self._closed:
+                frame = reader.next_frame()
+                if frame is None:
+                    break
+                self._on_frame(frame)
+        except H2ProtocolError as exc:
+            self._fail(exc)
+            raise
+        return events
+
+    def _fail(self, exc: H2ProtocolError) -> None:
+        """RFC 9113 §5.4.1: a connection error sends GOAWAY, then the connection closes."""
+        self._error = exc
+        self._closed = True
+        for stream in self._streams.values():
+            stream.drop_output()
+        self._ready.clear()
+        if not self._goaway_queued:
+            self._goaway_queued = True
+            last = min(self._wire.highest, self._goaway_last)
+            self._out += frames.goaway_frame(last, exc.error_code)
+
+    def _on_frame(self, frame: RawFrame) -> None:
+        kind = frame.type
+        block = self._block
+        if block is not None:
+            # RFC 9113 §6.10: only CONTINUATION frames of the same stream until END_HEADERS.
+            if kind != frames.CONTINUATION or frame.stream_id != block.stream_id:
+                raise H2ProtocolError("frame interleaved with a header block")
+            block.add(frame.payload)
+            if frame.flags & frames.END_HEADERS:
+                self._block = None
+                self._on_header_block(block)
+            elif not frame.length:
+                self._empty.spend(self._now)
+            return
+        if kind == frames.DATA:
+            self._on_data(frame)
+        elif kind == frames.HEADERS:
+            block = HeaderBlock.start(frame, self._block_limit)
+            if frame.flags & frames.END_HEADERS:
+                self._on_header_block(block)
+            else:
+                self._block = block
+        elif not self._settings_seen:
+            # RFC 9113 §3.4: the client preface ends with a SETTINGS frame.
+            if kind != frames.SETTINGS or frame.flags & frames.ACK:
+                raise H2ProtocolError("the connection preface must end with SETTINGS")
+            self._settings_seen = True
+            self._on_settings(frame)
+        else:
+            self._on_control(frame)
+
+    def _on_control(self, frame: RawFrame) -> None:
+        kind = frame.type
+        if kind == frames.WINDOW_UPDATE:
+            self._on_window_update(frame)
+        elif kind == frames.SETTINGS:
+            self._on_settings(frame)
+        elif kind == frames.PING:
+            self._on_ping(frame)
+        elif kind == frames.RST_STREAM:
+            self._on_rst_stream(frame)
+        elif kind == frames.PRIORITY:
+            self._on_priority(frame)
+        elif kind == frames.GOAWAY:
+            self._on_goaway(frame)
+        elif kind == frames.CONTINUATION:
+            raise H2ProtocolError("CONTINUATION without a header block")  # §6.10
+        elif kind == frames.PUSH_PROMISE:
+            raise H2ProtocolError("PUSH_PROMISE from a client")  # §8.4
+        elif kind == frames.PRIORITY_UPDATE:
+            self._on_priority_update(frame)
+        else:
+            self._empty.spend(self._now)  # §5.5: unknown frame types are ignored
+
+    # -- the state of a stream a frame names (RFC 9113 §5.1) ---------------------------------
+
+    def _is_idle(self, sid: int) -> bool:
+        """§5.1: a stream the client has not opened (we never open any: even ids too)."""
+        return sid > self._wire.highest or not sid % 2
+
+    def _open_stream(self, sid: int, kind: str) -> Stream | None:
+        """The stream a DATA or HEADERS frame continues, or None when the frame must be
+        dropped. Raises the connection errors of §5.1; answers its stream errors."""
+        how = self._wire.get(sid)
+        stream = self._streams.get(sid)
+        if how is None and stream is not None and not stream.reset:
+            if stream.request_open:
+                return stream
+            # §5.1 half-closed (remote): a stream error of type STREAM_CLOSED.
+            self._stream_error(sid, ErrorCodes.STREAM_CLOSED, f"{kind} after END_STREAM")
+            return None
+        if self._is_idle(sid):
+            raise H2ProtocolError(f"{kind} on idle stream {sid}")  # §5.1 idle
+        if how is Closed.ENDED:
+            # §5.1 closed: frames after END_STREAM both ways are a connection error.
+            raise H2ProtocolError(f"{kind} on closed stream {sid}", ErrorCodes.STREAM_CLOSED)
+        if how is Closed.RESET_BY_PEER:
+            # §5.1 closed: frames after the peer's RST_STREAM are a stream error.
+            self._send_reset(sid, ErrorCodes.STREAM_CLOSED)
+            self._resets.spend(self._now)
+        # After our RST_STREAM (or a stream too old to remember): ignored (§5.1).
+        return None
+
+    # -- DATA (RFC 9113 §6.1) ------------------------------------------------------------------
+
+    def _on_data(self, frame: RawFrame) -> None:
+        length = frame.length
+        # §6.9: DATA counts against the connection window whatever the stream's state.
+        if not self._recv_window.receive(length):
+            raise H2ProtocolError(
+                "DATA beyond the connection window", ErrorCodes.FLOW_CONTROL_ERROR
+            )
+        sid = frame.stream_id
+        payload = frame.payload
+        start, end = 0, length
+        if frame.flags & frames.PADDED:
+            if not length:
+                raise H2ProtocolError("DATA too short for its padding", ErrorCodes.FRAME_SIZE_ERROR)
+            start, end = 1, length - payload[0]
+            if end < start:
+                raise H2ProtocolError("DATA padding exceeds the frame")  # §6.1
+        stream = self._open_stream(sid, "DATA")
+        if stream is None or stream.app_done:
+            self._ack(None, length)  # nobody will read it: the window goes back at once
+            return
+        if not stream.recv_window.receive(length):
+            # §6.9.1: a peer that overruns the window we granted has lost track of flow
+            # control; a connection error, as h2 answers it too.
+            raise H2ProtocolError(
+                f"DATA beyond the window of stream {sid}", ErrorCodes.FLOW_CONTROL_ERROR
+            )
+        size = end - start
+        if length > size:
+            self._ack(stream, length - size)  # padding counts against the windows (§6.1)
+        if size:
+            stream.received += size
+            if stream.expected is not None and stream.received > stream.expected:
+                self._ack(stream, size)
+                self._stream_error(sid, ErrorCodes.PROTOCOL_ERROR, "body over content-length")
+                return
+            stream.unacked += size
+            self._events.append(Data(bytes(payload[start:end]), sid))
+        elif not frame.flags & frames.END_STREAM:
+            self._empty.spend(self._now)  # CVE-2019-9518
+        if frame.flags & frames.END_STREAM:
+            self._on_request_end(stream)
+
+    def _on_request_end(self, stream: Stream) -> None:
+        stream.request_open = False
+        if stream.expected is not None and stream.received != stream.expected:
+            # RFC 9113 §8.1.1: content-length must equal the sum of the DATA payloads.
+            self._stream_error(stream.id, ErrorCodes.PROTOCOL_ERROR, "body under content-length")
+        elif not stream.app_done:
+            self._events.append(EndOfMessage(stream.id))
+
+    # -- field blocks (RFC 9113 §6.2, §6.10, §8) -----------------------------------------------
+
+    def _on_header_block(self, block: HeaderBlock) -> None:
+        sid = block.stream_id
+        try:
+            # Decoded whatever the stream's state: the HPACK table must stay in step (§4.3).
+            fields: Fields = list(self._decoder.decode(block.data(), raw=True))
+        except OversizedHeaderListError as exc:
+            raise H2ProtocolError("header list too large", ErrorCodes.ENHANCE_YOUR_CALM) from exc
+        except (HPACKError, IndexError, TypeError, ValueError) as exc:
+            # RFC 9113 §4.3: a decoding error is a connection error of type COMPRESSION_ERROR.
+            raise H2ProtocolError(f"HPACK: {exc}", ErrorCodes.COMPRESSION_ERROR) from exc
+        if not sid % 2:
+            raise H2ProtocolError(f"even stream id {sid} from a client")  # §5.1.1
+        if sid > self._wire.highest:
+            self._on_new_stream(block, fields)
+        elif self._wire.get(sid) is None and sid not in self._streams:
+            # §5.1.1: a new stream id must exceed every one opened before; a lower one
+            # names a stream that was closed implicitly (or too long ago to remember).
+            raise H2ProtocolError(f"stream id {sid} is not above {self._wire.highest}")
+        else:
+            self._on_trailers(block, fields)
+
+    def _on_new_stream(self, block: HeaderBlock, fields: Fields) -> None:
+        sid, end = block.stream_id, block.end_stream
+        self._wire.highest = sid
+        request: Request | None = None
+        refusal = 0  # the RST_STREAM code when the stream is refused or malformed
+        status = 0  # the status the server answers itself with
+        if sid > self._goaway_last:
+            refusal = ErrorCodes.REFUSED_STREAM  # §6.8: opened after our final GOAWAY
+        elif _list_size(fields) > self.settings.max_header_list_size:
+            status = 431  # RFC 9113 §10.5.1, RFC 6585 §5
+        elif block.depends_on_itself:
+            refusal = ErrorCodes.PROTOCOL_ERROR  # §5.3.1
+        else:
+            try:
+                settings = self.settings
+                request = parse_request(
+                    fields, sid, end, settings.max_request_line, settings.max_field_size
+                )
+            except Malformed:
+                refusal = ErrorCodes.PROTOCOL_ERROR  # §8.1.1
+            except Unsupported as exc:
+                status = exc.status
+        if request is not None and len(self._streams) >= self.settings.max_concurrent_streams:
+            request, refusal = None, ErrorCodes.REFUSED_STREAM  # §5.1.2
+        if request is not None:
+            self._accept(request, end, fields)
+        elif status:
+            self._answer(sid, status, end)
+        else:
+            self._send_reset(sid, refusal)
+            if sid <= self._goaway_last:
+                self._resets.spend(self._now)
+
+    def _accept(self, request: Request, end: bool, fields: Fields) -> None:
+        sid = request.stream_id
+        stream = Stream(
+            sid,
+            request.method == "HEAD",
+            request.content_length,
+            self.settings.initial_window_size,
+            self._peer_initial_window,
+        )
+        stream.request_open = not end
+        self._streams[sid] = stream
+        self._highest_taken = sid
+        # RFC 9218 §5: the priority field, for the DATA scheduler.
+        priority = next((value for name, value in fields if name == b"priority"), None)
+        self._scheduler.open(sid, priority)
+        self._events.append(request)
+        if end:
+            self._events.append(EndOfMessage(sid))
+
+    def _answer(self, sid: int, status: int, end: bool) -> None:
+        """A response the server gives itself (431, 501), without the application."""
+        self._highest_taken = sid
+        fields = server_response(status, self.date_header, self._server)
+        self._send_headers(sid, fields, True)
+        if end:
+            self._wire.add(sid, Closed.ENDED)
+        else:
+            # RFC 9113 §8.1: after a complete response, RST_STREAM(NO_ERROR) asks the
+            # client to stop sending the request body.
+            self._send_reset(sid, ErrorCodes.NO_ERROR)
+        if status == 431:
+            self._resets.spend(self._now)
+
+    def _on_trailers(self, block: HeaderBlock, fields: Fields) -> None:
+        sid = block.stream_id
+        stream = self._open_stream(sid, "HEADERS")
+        if stream is None:
+            return
+        # RFC 9113 §8.1: trailers. They are checked, then dropped (as over HTTP/1.1).
+        try:
+            if not block.end_stream:
+                raise Malformed("a second HEADERS frame without END_STREAM")
+            if block.depends_on_itself or _list_size(fields) > self.settings.max_header_list_size:
+                raise Malformed("trailers too large, or depending on their own stream")
+            check_trailers(fields)
+        except Malformed:
+            self._stream_error(sid, ErrorCodes.PROTOCOL_ERROR, "malformed trailers")
+            return
+        self._on_request_end(stream)
+
+    # -- control frames ----------------------------------------------------------------------
+
+    def _on_settings(self, frame: RawFrame) -> None:
+        """RFC 9113 §6.5: apply the client's settings in order, then acknowledge them."""
+        if frame.flags & frames.ACK:
+            if frame.length:
+                raise H2ProtocolError("SETTINGS ACK with a payload", ErrorCodes.FRAME_SIZE_ERROR)
+            return
+        self._settings_frames.spend(self._now)
+        self._apply_settings(frames.parse_settings(frame.payload))
+        self._out += frames.SETTINGS_ACK
+
+    def _apply_settings(self, values: dict[int, int]) -> None:
+        for code, value in values.items():
+            if code == SettingCodes.HEADER_TABLE_SIZE:
+                # RFC 7541 §4.2: the encoder announces the new size in its next block.
+                self._encoder.header_table_size = value
+            elif code == SettingCodes.MAX_FRAME_SIZE:
+                self._peer_max_frame = value
+            elif code == SettingCodes.INITIAL_WINDOW_SIZE:
+                # §6.9.2: every stream's send window moves by the difference.
+                delta = value - self._peer_initial_window
+                self._peer_initial_window = value
+                for stream in self._streams.values():
+                    stream.send_window += delta
+                    if stream.send_window > MAX_WINDOW:
+                        raise H2ProtocolError(
+                            "a stream window over 2^31-1", ErrorCodes.FLOW_CONTROL_ERROR
+                        )
+
+    def _on_window_update(self, frame: RawFrame) -> None:
+        if frame.length != 4:
+            raise H2ProtocolError("WINDOW_UPDATE length", ErrorCodes.FRAME_SIZE_ERROR)  # §6.9
+        increment = int.from_bytes(frame.payload) & 0x7FFFFFFF  # reserved bit ignored
+        sid = frame.stream_id
+        if not sid:
+            if not increment:
+                raise H2ProtocolError("WINDOW_UPDATE of 0 on the connection")  # §6.9
+            self._send_window += increment
+            if self._send_window > MAX_WINDOW:
+                # §6.9.1: a connection error of type FLOW_CONTROL_ERROR.
+                raise H2ProtocolError(
+                    "connection window over 2^31-1", ErrorCodes.FLOW_CONTROL_ERROR
+                )
+            return
+        if self._is_idle(sid):
+            raise H2ProtocolError(f"WINDOW_UPDATE on idle stream {sid}")  # §5.1 idle
+        stream = self._streams.get(sid)
+        if stream is None or stream.reset or self._wire.get(sid) is not None:
+            return  # §5.1: WINDOW_UPDATE may arrive on a closed stream for a while
+        if not increment:
+            self._stream_error(sid, ErrorCodes.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")  # §6.9
+            return
+        stream.send_window += increment
+        if stream.send_window > MAX_WINDOW:
+            # §6.9.1: a stream error of type FLOW_CONTROL_ERROR.
+            self._stream_error(sid, ErrorCodes.FLOW_CONTROL_ERROR, "stream window over 2^31-1")
+
+    def _on_ping(self, frame: RawFrame) -> None:
+        if frame.length != 8:
+            raise H2ProtocolError("PING length", ErrorCodes.FRAME_SIZE_ERROR)  # §6.7
+        payload = bytes(frame.payload)
+        if frame.flags & frames.ACK:
+            self._on_ping_ack(payload)
+        else:
+            self._pings.spend(self._now)  # CVE-2019-9512
+            self._out += frames.ping_frame(payload, ack=True)
+
+    def _on_ping_ack(self, payload: bytes) -> None:
+        if payload == PROBE_PING and self._probe_sent is not None:
+            self._probe_sent = None
+            self._last_ping_ack = self._now
+        elif payload == SHUTDOWN_PING and self._shutdown == 1:
+            self._final_goaway()
+        else:
+            self._empty.spend(self._now)  # an acknowledgement of nothing we sent
+
+    def _on_rst_stream(self, frame: RawFrame) -> None:
+        if frame.length != 4:
+            raise H2ProtocolError("RST_STREAM length", ErrorCodes.FRAME_SIZE_ERROR)  # §6.4
+        sid = frame.stream_id
+        if self._is_idle(sid):
+            raise H2ProtocolError("RST_STREAM on an idle stream")  # §6.4
+        stream = self._streams.get(sid)
+        if stream is None or stream.reset or self._wire.get(sid) is not None:
+            return  # §5.1: already closed; the client's RST_STREAM crossed ours
+        self._resets.spend(self._now)  # CVE-2023-44487
+        self._wire.add(sid, Closed.RESET_BY_PEER)
+        self._stream_ended_by_reset(stream, int.from_bytes(frame.payload))
+
+    def _on_priority(self, frame: RawFrame) -> None:
+        # RFC 9113 §5.3.2: priority signals are ignored, but the frame is still checked.
+        self._empty.spend(self._now)
+        sid = frame.stream_id
+        if frame.length != 5:
+            self._stream_error(sid, ErrorCodes.FRAME_SIZE_ERROR, "PRIORITY length")  # §6.3
+        elif int.from_bytes(frame.payload[:4]) & 0x7FFFFFFF == sid:
+            self._stream_error(sid, ErrorCodes.PROTOCOL_ERROR, "stream depends on itself")
+
+    def _on_priority_update(self, frame: RawFrame) -> None:
+        """RFC 9218 §7.1: a new priority for a request stream, handed to the scheduler."""
+        self._empty.spend(self._now)
+        if frame.stream_id:
+            raise H2ProtocolError("PRIORITY_UPDATE on a stream")  # §7.1
+        if frame.length < 4:
+            raise H2ProtocolError("PRIORITY_UPDATE length", ErrorCodes.FRAME_SIZE_ERROR)
+        payload = frame.payload
+        sid = int.from_bytes(payload[:4]) & 0x7FFFFFFF
+        if not sid % 2:
+            raise H2ProtocolError("PRIORITY_UPDATE for a server stream")  # §7.1
+        if sid in self._streams:
+            self._scheduler.update(sid, bytes(payload[4:]))
+
+    def _on_goaway(self, frame: RawFrame) -> None:
+        """RFC 9113 §6.8: a client's GOAWAY(NO_ERROR) stops new streams, not the ones in
+        flight: they are answered, then the adapter closes. An error code ends the
+        connection at once."""
+        if frame.length < 8:
+            raise H2ProtocolError("GOAWAY length", ErrorCodes.FRAME_SIZE_ERROR)
+        if int.from_bytes(frame.payload[4:8]) == ErrorCodes.NO_ERROR:
+            self.peer_goaway = True
+            return
+        self._closed = True
+        self._ready.clear()
+        self._events.append(ConnectionClosed())
+
+    # -- errors and resets -------------------------------------------------------------------
+
+    def _stream_error(self, sid: int, code: int, message: str) -> None:
+        """RFC 9113 §5.4.2: RST_STREAM, and the stream is over for the client."""
+        if self._is_idle(sid):
+            # RST_STREAM must not be sent on an idle stream (§6.4): the connection goes.
+            raise H2ProtocolError(f"{message} (idle stream {sid})", code)
+        stream = self._streams.get(sid)
+        if self._wire.get(sid) is not None or stream is None or stream.reset:
+            return  # a closed stream: nothing left to reset
+        self._send_reset(sid, code)
+        self._resets.spend(self._now)
+        self._stream_ended_by_reset(stream, code)
+
+    def _stream_ended_by_reset(self, stream: Stream, code: int) -> None:
+        stream.reset = True
+        stream.request_open = False
+        stream.drop_output()
+        if stream.app_done:
+            self._release(stream)
+        else:
+            self._ack(None, stream.unacked)
+            stream.unacked = 0
+            self._events.append(StreamReset(stream.id, int(code)))
+
+    def _send_reset(self, sid: int, code: int) -> None:
+        """RST_STREAM from us; later frames on the stream are then ignored (§5.1)."""
+        self._out += frames.rst_stream_frame(sid, code)
+        self._wire.add(sid, Closed.RESET_BY_US)
+
+    def _ack(self, stream: Stream | None, nbytes: int) -> None:
+        """``nbytes`` of received DATA are consumed: reopen the windows (RFC 9113 §6.9)."""
+        if nbytes <= 0 or self._closed:
+            return
+        increment = self._recv_window.give_back(nbytes)
+        if increment:
+            self._out += frames.window_update_frame(0, increment)
+        if stream is not None and stream.request_open and not stream.reset:
+            increment = stream.recv_window.give_back(nbytes)
+            if increment:
+                self._out += frames.window_update_frame(stream.id, increment)
+
+    def _send_headers(self, sid: int, fields: Fields, end_stream: bool) -> None:
+        block = self._encoder.encode(fields)
+        self._out += frames.headers_frames(sid, block, end_stream, self._peer_max_frame)
+
+    # -- the end of a stream (the sending side, in connection.py, calls these too) ------------
+
+    def _release(self, stream: Stream) -> None:
+        """The stream is over for the adapter and for the wire: it stops counting."""
+        if self._streams.pop(stream.id, None) is None:
+            return
+        self._ready.pop(stream.id, None)
+        self._scheduler.close(stream.id)
+        self._ack(None, stream.unacked)
+        stream.unacked = 0
+        if stream.reset or self._closed:
+            return
+        if stream.request_open:
+            # RFC 9113 §8.1: the response is complete; ask the client to stop sending.
+            self._send_reset(stream.id, ErrorCodes.NO_ERROR)
+            stream.reset = True
+        else:
+            self._wire.add(stream.id, Closed.ENDED)
+
+    def _final_goaway(self) -> None:
+        """RFC 9113 §6.8: the GOAWAY naming the last stream we processed."""
+        if self._closed or self._shutdown == 2:
+            return
+        self._shutdown = 2
+        self._goaway_last = self._highest_taken
+        self._out += frames.goaway_frame(self._highest_taken, ErrorCodes.NO_ERROR)
+
+
+def _list_size(fields: Fields) -> int:
+    # RFC 9113 §6.5.2: name + value + 32 octets per field, as SETTINGS_MAX_HEADER_LIST_SIZE.
+    return sum(len(name) + len(value) + 32 for name, value in fields)
