@@ -12,7 +12,6 @@ Two rules keep this module honest:
 
 from __future__ import annotations
 
-from hpack import Decoder, Encoder
 from hpack.exceptions import HPACKError, OversizedHeaderListError
 
 import preforkd.proto.h2.frames as frames
@@ -24,6 +23,7 @@ from preforkd.proto.events import (
     Request,
     StreamReset,
 )
+from preforkd.proto.h2.codec import MemoDecoder, MemoEncoder
 from preforkd.proto.h2.fields import (
     Fields,
     Malformed,
@@ -72,8 +72,8 @@ class Receiver:
         # Up to twice the advertised header list size is decoded, so that a request that
         # is too large but well-formed gets 431 and the connection lives on; beyond that
         # the block is not decoded and the connection ends (see HeaderBlock).
-        self._decoder = Decoder(max_header_list_size=2 * limit)
-        self._encoder = Encoder()
+        self._decoder = MemoDecoder(2 * limit)
+        self._encoder = MemoEncoder()
         self._block_limit = 2 * limit
         self._reader = frames.FrameReader(settings.max_frame_size)
         self._block: HeaderBlock | None = None
@@ -294,7 +294,7 @@ class Receiver:
         sid = block.stream_id
         try:
             # Decoded whatever the stream's state: the HPACK table must stay in step (§4.3).
-            fields: Fields = list(self._decoder.decode(block.data(), raw=True))
+            fields = self._decoder.decode(block.data())
         except OversizedHeaderListError as exc:
             raise H2ProtocolError("header list too large", ErrorCodes.ENHANCE_YOUR_CALM) from exc
         except (HPACKError, IndexError, TypeError, ValueError) as exc:
@@ -410,7 +410,7 @@ class Receiver:
         for code, value in values.items():
             if code == SettingCodes.HEADER_TABLE_SIZE:
                 # RFC 7541 §4.2: the encoder announces the new size in its next block.
-                self._encoder.header_table_size = value
+                self._encoder.set_table_size(value)
             elif code == SettingCodes.MAX_FRAME_SIZE:
                 self._peer_max_frame = value
             elif code == SettingCodes.INITIAL_WINDOW_SIZE:
