@@ -60,7 +60,7 @@ def test_memo_decoder_matches_hpack(steps: list[list[tuple[bytes, bytes, bool]] 
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(st.lists(step, max_size=40))
 def test_memo_encoder_matches_hpack(steps: list[list[tuple[bytes, bytes, bool]] | int]) -> None:
-    plain, memo, decoder = Encoder(), MemoEncoder(), Decoder()
+    plain, memo = Encoder(), MemoEncoder()
     for item in steps:
         if isinstance(item, int):
             plain.header_table_size = item
@@ -68,8 +68,7 @@ def test_memo_encoder_matches_hpack(steps: list[list[tuple[bytes, bytes, bool]] 
             continue
         fields = [(n, v) for n, v, _ in item]
         block = memo.encode(fields)
-        assert block == plain.encode(fields)
-        assert list(decoder.decode(block, raw=True)) == fields
+        assert block == plain.encode(fields)  # byte for byte what hpack alone writes
 
 
 def test_a_repeated_request_is_decoded_once() -> None:

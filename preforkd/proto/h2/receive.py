@@ -229,11 +229,13 @@ class Receiver:
         if how is Closed.ENDED:
             # §5.1 closed: frames after END_STREAM both ways are a connection error.
             raise H2ProtocolError(f"{kind} on closed stream {sid}", ErrorCodes.STREAM_CLOSED)
-        if how is Closed.RESET_BY_PEER:
-            # §5.1 closed: frames after the peer's RST_STREAM are a stream error.
+        if how is Closed.RESET_BY_PEER or (how is None and stream is None):
+            # §5.1 closed: frames after the peer's RST_STREAM are a stream error
+            # STREAM_CLOSED; so are frames on a stream closed implicitly (§5.1.1) or too
+            # long ago to remember (as h2 answers them).
             self._send_reset(sid, ErrorCodes.STREAM_CLOSED)
             self._resets.spend(self._now)
-        # After our RST_STREAM (or a stream too old to remember): ignored (§5.1).
+        # After our RST_STREAM: ignored (§5.1), the client may have sent it before ours.
         return None
 
     # -- DATA (RFC 9113 §6.1) ------------------------------------------------------------------
