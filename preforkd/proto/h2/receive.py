@@ -139,6 +139,8 @@ class Receiver:
         except H2ProtocolError as exc:
             self._fail(exc)
             raise
+        finally:
+            self._events = []  # the caller owns the events now: keep nothing alive
         return events
 
     def _fail(self, exc: H2ProtocolError) -> None:
