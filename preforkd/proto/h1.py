@@ -45,7 +45,6 @@ Decisions worth knowing (details at the code that implements them):
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -59,6 +58,7 @@ from httptools import (
 from preforkd.errors import LocalProtocolError, RemoteProtocolError
 from preforkd.proto.chunked import ChunkedDecoder
 from preforkd.proto.events import ConnectionClosed, Data, EndOfMessage, Event, Request
+from preforkd.proto.fields import CONNECT_AUTHORITY, HOST, TOKEN_BYTES, is_content_length
 
 __all__ = [
     "H1Connection",
@@ -129,15 +129,10 @@ _HOST, _CL, _TE, _EXPECT, _UPGRADE_FIELD = (
 )
 _WATCHED_FIELDS = frozenset((_HOST, _CL, _TE, _EXPECT, _UPGRADE_FIELD))
 
-# RFC 9110 §7.2 / RFC 3986 §3.2.2-3.2.3: Host = uri-host [ ":" port ]. A server MUST answer
-# 400 to a Host field with an invalid value (RFC 9112 §3.2). The empty value is allowed.
-_HOST_RE = re.compile(
-    r"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=]+\]|[0-9A-Za-z\-._~%!$&'()*+,;=]*)(?::[0-9]*)?"
-)
-# RFC 9112 §3.2.3: authority-form (CONNECT only) is uri-host ":" port, port required.
-_AUTHORITY_RE = re.compile(
-    r"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=]+\]|[0-9A-Za-z\-._~%!$&'()*+,;=]+):[0-9]+"
-)
+# The Host grammar (RFC 9110 §7.2; a server MUST answer 400 to an invalid Host, RFC 9112
+# §3.2) and CONNECT's authority-form (§3.2.3) are HTTP's, shared with HTTP/2.
+_HOST_RE = HOST
+_AUTHORITY_RE = CONNECT_AUTHORITY
 
 # llhttp shares its grammar with RTSP and ICE. It accepts RTSP-only methods only with an
 # RTSP/x.y protocol, so seeing one means the request is not HTTP (RFC 9112 §3.1).
@@ -172,8 +167,8 @@ _LLHTTP_METHODS = (
 )
 _STAND_IN = b"PUT"
 _COMMON_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ")
-# RFC 9110 §5.6.2: token = 1*tchar.
-_TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9110 §9.1: method = token (proto/fields.py).
+_TOKEN_RE = TOKEN_BYTES
 # The longest method we take (a request line is limited anyway; this bounds the look-ahead
 # for a method split across reads).
 _MAX_METHOD = 64
@@ -758,7 +753,7 @@ class H1Connection:
         if te is None:
             raw = self._content_length
             assert raw is not None
-            if not (raw.isascii() and raw.isdigit()):  # llhttp has checked 1*DIGIT already
+            if not is_content_length(raw):  # llhttp has checked 1*DIGIT already
                 raise self._reject("invalid Content-Length")
             return False, int(raw)
         if version == "1.0":

@@ -1,8 +1,10 @@
 """HTTP/2 field sections: received requests checked and turned into events; responses built.
 
-The connection decodes every field block with its own HPACK decoder and hands h2 only a
-stand-in block (see h2.py), so the rules of RFC 9113 §8.2 and §8.3 are all judged here and
-a malformed request becomes a stream error (§8.1.1), never a lost connection.
+The field rules themselves (tokens, values, Host, Content-Length, connection-specific
+fields) are HTTP's, shared with the HTTP/1.1 core in proto/fields.py; what is here is
+HTTP/2's mapping onto them: pseudo-header fields (RFC 9113 §8.3), the order and
+repetition rules of §8.2-8.3, and trailers. A malformed request becomes a stream error
+(§8.1.1), never a lost connection.
 
 Names and values become ``str`` by latin-1, as PEP 3333 and the HTTP/1.1 core do.
 """
@@ -15,10 +17,16 @@ from dataclasses import dataclass
 from preforkd.errors import LocalProtocolError
 from preforkd.proto.events import Headers, Request
 from preforkd.proto.fields import (
+    BAD_VALUE_BYTES,
+    CONNECTION_FIELDS,
+    HOST_BYTES,
+    LOWER_TOKEN_BYTES,
+    TOKEN_BYTES,
     check_name,
     check_status,
     check_value,
     content_length,
+    is_content_length,
     valid_names,
     valid_statuses,
 )
@@ -48,28 +56,18 @@ class Unsupported(Exception):
         self.status = status
 
 
-# RFC 9113 §8.2.1: field names are lower-case; RFC 9110 §5.1: a name is a token. Upper case,
-# controls, SP, ":" and non-ASCII are all outside this set.
-_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
-# RFC 9110 §9.1: method = token (case-sensitive).
-_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# RFC 9113 §8.2.1 forbids NUL, CR and LF in values and whitespace at either end; RFC 9110
-# §5.5 makes the other controls (except HTAB) invalid too. obs-text (0x80-0xFF) is allowed.
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]|[ \t]$")
+# The grammar shared with HTTP/1.1 (proto/fields.py): RFC 9113 §8.2.1 lower-case field
+# names, RFC 9110 §9.1 methods, values without controls or surrounding whitespace, and
+# RFC 9113 §8.3.1 :authority / Host without userinfo and with a non-empty host.
+_NAME = LOWER_TOKEN_BYTES
+_METHOD = TOKEN_BYTES
+_BAD_VALUE = BAD_VALUE_BYTES
+_AUTHORITY = HOST_BYTES
 # RFC 3986 §3.1.
 _SCHEME = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*")
 # RFC 9113 §8.3.1: :path is absolute-path [ "?" query ] (or "*" for OPTIONS): visible ASCII
 # without "#" (no fragment, RFC 3986 §3.5). Like the HTTP/1.1 core, no raw SP or non-ASCII.
 _PATH = re.compile(rb"/[\x21\x22\x24-\x7e]*")
-# RFC 3986 §3.2.2-3.2.3: host [ ":" port ]; :authority MUST NOT contain userinfo ("@") for
-# http(s) (RFC 9113 §8.3.1) and the host MUST NOT be empty (RFC 9110 §4.2.1).
-_AUTHORITY = re.compile(
-    rb"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=]+\]|[0-9A-Za-z\-._~%!$&'()*+,;=]+)(?::[0-9]*)?"
-)
-# RFC 9113 §8.2.2: connection-specific fields make a message malformed.
-CONNECTION_FIELDS = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
 _PSEUDO = (b":method", b":scheme", b":path", b":authority")
 
 _CACHE_MAX = 1024
@@ -184,7 +182,7 @@ def _check_authority(authority: bytes | None, hosts: list[bytes]) -> None:
 def _content_length(value: bytes | None, end_stream: bool) -> int | None:
     if value is None:
         return None
-    if not value.isdigit():  # bytes.isdigit is ASCII-only: RFC 9110 §8.6, 1*DIGIT
+    if not is_content_length(value):
         raise Malformed("invalid content-length")
     length = int(value)
     if end_stream and length:
