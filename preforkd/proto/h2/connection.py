@@ -17,10 +17,11 @@ order the DATA scheduler gives (``scheduler``; RFC 9218 priorities plug in there
 the stream and connection windows and the client's SETTINGS_MAX_FRAME_SIZE.
 
 Module map: ``settings`` (settings, limits, error codes, the error), ``frames`` (frame
-reader and writers), ``fields`` (request and response field rules), ``streams`` (stream
-state, closed-stream records), ``flow`` (receive windows), ``scheduler`` (DATA order),
-``receive`` (state and the receiving side), and this module (starting, answering,
-stopping).
+reader and writers), ``fields`` (HTTP/2's mapping of request and response fields onto
+the shared rules of proto/fields.py), ``codec`` (HPACK), ``streams`` (stream state,
+closed-stream records), ``flow`` (receive windows), ``scheduler`` (DATA order), ``state``
+(what a connection knows, and the actions both sides share), ``receive`` (frames in), and
+this module (starting, answering, stopping).
 
 Decisions worth knowing (details at the code that implements them):
 
@@ -69,7 +70,7 @@ import preforkd.proto.h2.frames as frames
 from preforkd.errors import LocalProtocolError, RemoteProtocolError
 from preforkd.proto.events import Data, EndOfMessage, Event, Headers, Request
 from preforkd.proto.h2.fields import DROPPED_RESPONSE_FIELDS, response_head
-from preforkd.proto.h2.receive import MAX_STREAM_ID, PROBE_PING, SHUTDOWN_PING, Receiver
+from preforkd.proto.h2.receive import Receiver
 from preforkd.proto.h2.settings import (
     DEFAULT_WINDOW,
     ErrorCodes,
@@ -77,6 +78,7 @@ from preforkd.proto.h2.settings import (
     H2Settings,
     SettingCodes,
 )
+from preforkd.proto.h2.state import MAX_STREAM_ID, PROBE_PING, SHUTDOWN_PING
 from preforkd.proto.h2.streams import Stream
 
 # The most a stream sends per round of the DATA scheduler (also the RFC default frame
