@@ -216,10 +216,35 @@ class ResponseHead:
     no_body: bool  # HEAD, 1xx, 204 and 304 (RFC 9110 §6.4.1): no DATA may follow
 
 
+# Response heads already built, by (status, headers, HEAD request, date, server): an
+# application answers with the same few heads over and over (the Date changes once a
+# second). Bounded: a full memo is emptied. Only a valid head is remembered.
+_HEAD_MEMO: dict[tuple[object, ...], ResponseHead] = {}
+_HEAD_MEMO_MAX = 256
+
+
 def response_head(
     status: str, headers: Headers, head_request: bool, date: bytes, server: bytes
 ) -> ResponseHead:
-    """Check an application's status and headers; raise ``LocalProtocolError`` (500)."""
+    """Check an application's status and headers; raise ``LocalProtocolError`` (500).
+
+    The result is shared between calls with equal arguments: do not mutate it."""
+    try:
+        key = (status, *headers, head_request, date, server)
+        head = _HEAD_MEMO.get(key)
+    except TypeError:  # an unhashable header (a list pair, say): built without the memo
+        return _build_head(status, headers, head_request, date, server)
+    if head is None:
+        head = _build_head(status, headers, head_request, date, server)
+        if len(_HEAD_MEMO) >= _HEAD_MEMO_MAX:
+            _HEAD_MEMO.clear()
+        _HEAD_MEMO[key] = head
+    return head
+
+
+def _build_head(
+    status: str, headers: Headers, head_request: bool, date: bytes, server: bytes
+) -> ResponseHead:
     # The same WSGI status rules as HTTP/1.1; only the code is sent (RFC 9113 §8.3.2).
     code = (valid_statuses.get(status) or check_status(status))[0]
     if code == 101:

@@ -276,7 +276,10 @@ class Receiver(ConnectionState):
         self._streams[sid] = stream
         self._highest_taken = sid
         # RFC 9218 §5: the priority field, for the DATA scheduler.
-        priority = next((value for name, value in fields if name == b"priority"), None)
+        priority = None
+        for name, value in fields:
+            if name == b"priority":
+                priority = value
         self._scheduler.open(sid, priority)
         self._events.append(request)
         if end:

@@ -13,6 +13,8 @@ No IO, no clock, no threads: bytes, values and ``now`` in; events and bytes out.
 
 from __future__ import annotations
 
+from itertools import chain
+
 import preforkd.proto.h2.frames as frames
 from preforkd.proto.events import Event, StreamReset
 from preforkd.proto.h2.codec import MemoDecoder, MemoEncoder
@@ -186,4 +188,4 @@ class ConnectionState:
 
 def list_size(fields: Fields) -> int:
     # RFC 9113 §6.5.2: name + value + 32 octets per field, as SETTINGS_MAX_HEADER_LIST_SIZE.
-    return sum(len(name) + len(value) + 32 for name, value in fields)
+    return sum(map(len, chain.from_iterable(fields))) + 32 * len(fields)
