@@ -80,9 +80,16 @@ class MemoEncoder:
         self._state = _state(self._encoder.header_table)
 
     def set_table_size(self, size: int) -> None:
-        """The peer's SETTINGS_HEADER_TABLE_SIZE (RFC 7541 §4.2; the next block says so)."""
-        self._encoder.header_table_size = size
-        self._memo.clear()
+        """The peer's SETTINGS_HEADER_TABLE_SIZE (RFC 7541 §4.2; the next block says so).
+
+        A value equal to the current one is no change, and is not handed to hpack: its
+        setter would clear the "resized" mark, and a size update still waiting for the
+        next block (from an earlier SETTINGS) would never be sent -- our table could then
+        outgrow the client's, which breaks every later block (RFC 7541 §4.2)."""
+        encoder = self._encoder
+        if size != encoder.header_table_size:
+            encoder.header_table_size = size
+            self._memo.clear()
 
     def encode(self, fields: Fields) -> bytes:
         key = tuple(fields)
