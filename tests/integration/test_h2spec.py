@@ -35,18 +35,35 @@ SHARED_LISTENER_EXCEPTION = "http2/3.5: Sends invalid connection preface"
 
 
 def run_h2spec(port: int, tmp_path: Path, *flags: str) -> set[str]:
-    """The failed cases, as "SECTION: TITLE" (e.g. "http2/3.5: Sends ...")."""
+    """The failed cases, as "SECTION: TITLE" (e.g. "http2/3.5: Sends ...").
+
+    A case that fails is run once more on its own, and counts only if it fails again.
+    Some cases race with a server that answers at once: in "6.9.1/3" the hello app's
+    response may end the stream (RST_STREAM(NO_ERROR), which RFC 9113 §8.1 allows) before
+    h2spec's WINDOW_UPDATE frames for it arrive. A real non-conformance fails every time.
+    """
+    failed = _h2spec(port, tmp_path, flags)
+    for case_id in list(failed):
+        if not _h2spec(port, tmp_path, (*flags, case_id)):  # that case alone passed
+            del failed[case_id]
+    return set(failed.values())
+
+
+def _h2spec(port: int, tmp_path: Path, args: tuple[str, ...]) -> dict[str, str]:
+    """Run h2spec; {case id ("http2/6.9.1/3"): "SECTION: TITLE"} of the failed cases."""
     report = tmp_path / f"h2spec-{port}.xml"
     assert H2SPEC is not None
     done = subprocess.run(
-        [H2SPEC, "-h", "127.0.0.1", "-p", str(port), "-o", "5", "-S", "-j", str(report), *flags],
+        [H2SPEC, "-h", "127.0.0.1", "-p", str(port), "-o", "5", "-S", "-j", str(report), *args],
         capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert report.exists(), done.stdout + done.stderr
-    failed = set()
-    for case in ET.parse(report).getroot().iter("testcase"):
-        if case.find("failure") is not None or case.find("error") is not None:
-            failed.add(f"{case.get('package')}: {case.get('classname')}")
+    failed = {}
+    for suite in ET.parse(report).getroot().iter("testsuite"):
+        for number, case in enumerate(suite.iter("testcase"), start=1):
+            if case.find("failure") is not None or case.find("error") is not None:
+                title = f"{case.get('package')}: {case.get('classname')}"
+                failed[f"{case.get('package')}/{number}"] = title
     if failed:
         print(done.stdout[-4000:])
     return failed
