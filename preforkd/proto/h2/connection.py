@@ -148,7 +148,8 @@ class H2Connection(Receiver):
         )
         stream.request_open = False  # stream 1 is half-closed (remote) from the start
         self._streams[1] = stream
-        self._scheduler.open(1, None)
+        lines = [value for name, value in request.headers if name == "priority"]
+        self._scheduler.open(1, ", ".join(lines).encode("latin-1") if lines else None)
         headers = [
             (n, v)
             for n, v in request.headers
@@ -191,6 +192,9 @@ class H2Connection(Receiver):
                 SettingCodes.INITIAL_WINDOW_SIZE: s.initial_window_size,
                 SettingCodes.MAX_FRAME_SIZE: s.max_frame_size,
                 SettingCodes.MAX_HEADER_LIST_SIZE: s.max_header_list_size,
+                # RFC 9218 §2.1: we ignore RFC 7540 priority signals (RFC 9113 §5.3.2
+                # deprecates them); clients may stop sending them, and use RFC 9218's.
+                SettingCodes.NO_RFC7540_PRIORITIES: 1,
             }
         )
         # RFC 9113 §6.9.2: SETTINGS cannot change the connection window; WINDOW_UPDATE does.
@@ -328,8 +332,8 @@ class H2Connection(Receiver):
     def data_to_send(self) -> bytes:
         """All bytes to write now: control frames, then response data framed fairly.
 
-        DATA is framed round-robin across the streams with queued data, at most 16 KiB per
-        stream per round, within the stream and connection windows and the client's
+        DATA is framed in the order of the RFC 9218 scheduler (``priority``), 16 KiB at
+        a time, within the stream and connection windows and the client's
         SETTINGS_MAX_FRAME_SIZE. Call it after every other call.
         """
         if self._ready and not self._closed:
@@ -339,26 +343,31 @@ class H2Connection(Receiver):
         return data
 
     def _frame_data(self) -> None:
-        """Frame queued response data in rounds, one quantum per stream per round, in the
-        scheduler's order; a stream with data left moves to the back of the ready order.
-        Streams blocked by flow control stay ready until a window opens."""
+        """Frame queued response data one quantum at a time, each to the first stream in
+        the scheduler's order that its windows let send (RFC 9218 §10: the most urgent
+        stream that can send). A stream with data left moves to the back of the ready
+        order (that recency is the round-robin of incremental streams), and the order is
+        asked again. Streams blocked by flow control stay ready until a window opens."""
         size = min(self._peer_max_frame, QUANTUM)
         ready = self._ready
-        progress = True
-        while progress and ready:
+        while ready:
             progress = False
             for sid in self._scheduler.order(list(ready)):
                 stream = ready.pop(sid, None)
                 if stream is None:
                     continue
-                if stream.pending and self._send_some(stream, size):
-                    progress = True
+                sent = stream.pending and self._send_some(stream, size)
+                progress = progress or sent
                 if stream.pending:
                     ready[sid] = stream
+                    if sent:
+                        break  # the next quantum goes to whoever is first now
                     continue
                 stream.scheduled = False
                 if stream.ended and stream.app_done:
                     self._release(stream)
+            if not progress:
+                break
 
     def _send_some(self, stream: Stream, size: int) -> bool:
         """Frame up to ``size`` bytes of ``stream``; False when flow control allows none."""

@@ -21,7 +21,8 @@ from preforkd.proto.h2.codec import MemoDecoder, MemoEncoder
 from preforkd.proto.h2.fields import Fields
 from preforkd.proto.h2.flow import ReceiveWindow
 from preforkd.proto.h2.frames import HeaderBlock
-from preforkd.proto.h2.scheduler import FifoScheduler, Scheduler
+from preforkd.proto.h2.priority import PriorityScheduler
+from preforkd.proto.h2.scheduler import Scheduler
 from preforkd.proto.h2.settings import (
     DEFAULT_WINDOW,
     MIN_FRAME,
@@ -65,7 +66,10 @@ class ConnectionState:
         self._streams: dict[int, Stream] = {}
         self._wire = ClosedStreams()
         self._ready: dict[int, Stream] = {}  # streams with output pending, in ready order
-        self._scheduler: Scheduler = scheduler or FifoScheduler()
+        # RFC 9218: the DATA order follows the clients' priority signals (priority.py).
+        self._scheduler: Scheduler = scheduler or PriorityScheduler(
+            settings.max_concurrent_streams
+        )
         self._out = bytearray()
         self._events: list[Event] = []
         # Flow control (RFC 9113 §6.9): the connection window we grant starts at the RFC
