@@ -380,6 +380,33 @@ def test_an_update_kept_for_a_refused_stream_is_forgotten() -> None:
     assert not raw.server.closed
 
 
+def test_a_stream_waiting_for_urgent_ones_is_not_stalled() -> None:
+    # --send-timeout resets streams whose client keeps a window shut; one that only waits
+    # its turn behind a more urgent download must not be taken for one.
+    pair = Pair()
+    pair.client.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 2**24})
+    pair.exchange()
+    urgent = pair.request(with_priority("u=0"))
+    waiting = pair.request(with_priority("u=7"))
+    pair.exchange()
+    pair.server.send_response(urgent, "200 OK", [])
+    pair.server.send_data(urgent, b"u" * 100_000)
+    pair.respond(waiting, b"w" * 1000)
+    pair.to_client()  # the connection window (64 KiB) is used up by the urgent stream
+    now = 0.0
+    for _ in range(20):
+        assert pair.server.stalled_streams(now, 10.0) == []
+        # The client reads on; the urgent download always has more than the window.
+        pair.client.increment_flow_control_window(50_000)
+        pair.server.send_data(urgent, b"u" * 50_000)
+        pair.exchange()
+        now += 1.0
+    assert pair.server.stream_buffered(waiting) == 1000  # still waiting, 20 s on
+    # Once the client stops opening the connection window, both are stalled.
+    assert pair.server.stalled_streams(now, 10.0) == []
+    assert sorted(pair.server.stalled_streams(now + 10, 10.0)) == [urgent, waiting]
+
+
 # -- property: the wire follows the priorities, whatever they are ------------------------------
 
 

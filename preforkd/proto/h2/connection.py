@@ -378,6 +378,7 @@ class H2Connection(Receiver):
                 return False  # a window can even be negative (RFC 9113 §6.9.2)
             chunk = stream.take(size)
             self._send_window -= size
+            self._data_sent += size
             stream.send_window -= size
             # The last chunk carries END_STREAM, unless the body is short of its length.
             end = not stream.buffered and stream.end_pending and not stream.short
@@ -417,16 +418,22 @@ class H2Connection(Receiver):
     def stalled_streams(self, now: float, timeout: float) -> list[int]:
         """Streams whose queued response data has not progressed for ``timeout`` seconds.
 
-        The client keeps its flow-control window closed (or does not read at all). The
-        adapter calls this from its periodic timer and resets them (``reset_stream(id,
-        ErrorCodes.CANCEL)``); the application's next write then fails.
+        The client keeps its flow-control window closed (or does not read at all). A
+        stream whose own window is open while the connection sends other streams' DATA is
+        only waiting its turn (RFC 9218 §10), not stalled. The adapter calls this from its
+        periodic timer and resets them (``reset_stream(id, ErrorCodes.CANCEL)``); the
+        application's next write then fails.
         """
         stalled = []
+        data_sent = self._data_sent
         for stream in self._streams.values():
+            # Progress is the stream's own, or, while its window is open, the connection's:
+            # a stream waiting for more urgent ones (RFC 9218 §10) is not held by its client.
+            progress = stream.sent + (data_sent if stream.send_window > 0 else 0)
             if not stream.pending or not stream.buffered:
                 stream.mark_time = None
-            elif stream.mark_time is None or stream.sent != stream.mark_sent:
-                stream.mark_sent = stream.sent
+            elif stream.mark_time is None or progress != stream.mark_sent:
+                stream.mark_sent = progress
                 stream.mark_time = now
             elif now - stream.mark_time >= timeout:
                 stalled.append(stream.id)

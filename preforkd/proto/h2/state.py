@@ -67,15 +67,14 @@ class ConnectionState:
         self._wire = ClosedStreams()
         self._ready: dict[int, Stream] = {}  # streams with output pending, in ready order
         # RFC 9218: the DATA order follows the clients' priority signals (priority.py).
-        self._scheduler: Scheduler = scheduler or PriorityScheduler(
-            settings.max_concurrent_streams
-        )
+        self._scheduler: Scheduler = scheduler or PriorityScheduler(settings.max_concurrent_streams)
         self._out = bytearray()
         self._events: list[Event] = []
         # Flow control (RFC 9113 §6.9): the connection window we grant starts at the RFC
         # default and is raised by our first WINDOW_UPDATE (§6.9.2: SETTINGS cannot).
         self._recv_window = ReceiveWindow(settings.connection_window_size, DEFAULT_WINDOW)
         self._send_window = DEFAULT_WINDOW
+        self._data_sent = 0  # DATA payload bytes framed on the connection (stalled_streams)
         # The client's settings that matter to what we send (§6.5.2 defaults).
         self._peer_initial_window = DEFAULT_WINDOW
         self._peer_max_frame = MIN_FRAME
