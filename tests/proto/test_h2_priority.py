@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from preforkd.proto.h2 import ErrorCodes, H2ProtocolError, H2Settings
+from preforkd.proto.h2 import priority as priority_module
 from preforkd.proto.h2.priority import (
     DEFAULT_PRIORITY,
     Priority,
@@ -75,6 +76,14 @@ def test_priority_field_values(value: str, expected: Priority) -> None:
 def test_a_field_that_does_not_parse_is_ignored(value: bytes) -> None:
     assert parse_priority(value) is None
     assert request_priority(value) == DEFAULT_PRIORITY  # RFC 9218 §4, RFC 8941 §4.2
+
+
+def test_parsed_values_are_remembered_within_a_bound() -> None:
+    for n in range(300):
+        assert parse_priority(f"u={n % 8}, x={n}".encode()) == Priority(n % 8)
+    assert 0 < len(priority_module._memo) <= priority_module._MEMO_SIZE
+    assert parse_priority("u=1,") is None
+    assert parse_priority("u=1,") is None  # a failure is remembered too
 
 
 def test_no_field_means_the_defaults() -> None:

@@ -74,6 +74,13 @@ class Priority:
 
 DEFAULT_PRIORITY = Priority()
 
+# Field values already parsed, and what they gave. Clients send few distinct values (a
+# browser a handful, one per kind of resource), and parsing one costs about as much as the
+# rest of a small request in the core; the memo is pure (same bytes, same answer) and
+# bounded: it starts over once it holds this many values.
+_MEMO_SIZE = 128
+_memo: dict[bytes, Priority | None] = {}
+
 
 def parse_priority(value: bytes | str) -> Priority | None:
     """The priority a Priority field value states, or None when it does not parse.
@@ -84,6 +91,19 @@ def parse_priority(value: bytes | str) -> Priority | None:
     ``u=8``, ``u=-1`` and ``u`` (Boolean true) all leave the urgency at 3; ``i=1`` (an
     integer, not ``?1``) leaves ``incremental`` false.
     """
+    if isinstance(value, str):
+        value = value.encode()
+    try:
+        return _memo[value]
+    except KeyError:
+        pass
+    if len(_memo) >= _MEMO_SIZE:
+        _memo.clear()
+    priority = _memo[value] = _parse(value)
+    return priority
+
+
+def _parse(value: bytes) -> Priority | None:
     try:
         members = parse_dictionary(value)
     except StructuredFieldError:
