@@ -450,3 +450,51 @@ def test_data_frames_follow_the_priorities(streams: list[tuple[int, bool, int]])
             continue
         positions = [n for n, (s, _, _) in enumerate(frames) if s == sid]
         assert positions == list(range(positions[0], positions[-1] + 1))
+
+
+@settings(max_examples=EXAMPLES // 4, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 7), st.booleans(), st.integers(1, 150_000)),
+        min_size=2,
+        max_size=5,
+    ),
+    st.lists(st.tuples(st.integers(-1, 4), st.integers(1, 80_000)), max_size=25),
+)
+def test_the_most_urgent_stream_that_can_send_is_served(
+    streams: list[tuple[int, bool, int]], openings: list[tuple[int, int]]
+) -> None:
+    # The client opens windows bit by bit (-1: the connection's); a model of the server's
+    # send windows checks each DATA frame: no more urgent stream could have sent instead.
+    pair = Pair()
+    pair.client.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    pair.exchange()
+    sids = [pair.request(with_priority(f"u={u}" + (", i" if i else ""))) for u, i, _ in streams]
+    pair.exchange()
+    urgency = {sid: u for sid, (u, _, _) in zip(sids, streams, strict=True)}
+    left = {sid: size for sid, (_, _, size) in zip(sids, streams, strict=True)}
+    window = dict.fromkeys(sids, 0)
+    connection = 65535
+    for sid in sids:
+        pair.respond(sid, b"x" * left[sid])
+    # At the end every stream window opens wide, then the connection's: they all compete.
+    wide = [*((n, 2**24) for n in range(len(sids))), (-1, 2**24)]
+    for target, increment in [*openings, *wide]:
+        if 0 <= target < len(sids):
+            if not left[sids[target]]:
+                continue  # complete: the stream is closed
+            pair.client.increment_flow_control_window(increment, sids[target])
+            window[sids[target]] += increment
+        else:
+            pair.client.increment_flow_control_window(increment)
+            connection += increment
+        pair.to_server()
+        out = pair.server.data_to_send()
+        for sid, n, _ in data_frames(out):
+            could = [o for o in sids if left[o] and window[o] > 0 and connection > 0]
+            assert n == 0 or all(urgency[o] >= urgency[sid] for o in could), (sid, could)
+            left[sid] -= n
+            window[sid] -= n
+            connection -= n
+        pair.client.receive_data(out)
+    assert not any(left.values())  # every body complete once the windows are wide open
