@@ -11,7 +11,13 @@ from h2.settings import SettingCodes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from preforkd.proto.h2 import ErrorCodes, H2ProtocolError, H2Settings
+from preforkd.proto.h2 import (
+    UPGRADE_RESPONSE,
+    ErrorCodes,
+    H2Connection,
+    H2ProtocolError,
+    H2Settings,
+)
 from preforkd.proto.h2 import priority as priority_module
 from preforkd.proto.h2.priority import (
     DEFAULT_PRIORITY,
@@ -25,6 +31,8 @@ from preforkd.proto.h2.priority import (
 from .h2_helpers import EXAMPLES, GET, Pair, RawClient, frame
 from .test_h2_fairness import data_frames, open_windows
 from .test_h2_invalid_frames import Step, f, h, outcome
+from .test_h2_upgrade import client as upgrade_client
+from .test_h2_upgrade import upgrade_request
 
 E = ErrorCodes
 PRIORITY_UPDATE = 0x10
@@ -498,3 +506,19 @@ def test_the_most_urgent_stream_that_can_send_is_served(
             connection -= n
         pair.client.receive_data(out)
     assert not any(left.values())  # every body complete once the windows are wide open
+
+
+def test_an_upgraded_request_keeps_its_priority_field() -> None:
+    # RFC 7540 §3.2: the HTTP/1.1 request becomes stream 1, its Priority field with it.
+    cli, http2_settings = upgrade_client()
+    request = upgrade_request(http2_settings, b"Priority: u=7\r\n")[0]
+    server = H2Connection()
+    server.initiate_upgrade(http2_settings, request)
+    cli.receive_data(server.data_to_send()[len(UPGRADE_RESPONSE) :])
+    cli.send_headers(3, GET, end_stream=True)  # u=3: more urgent than stream 1's u=7
+    server.receive_data(cli.data_to_send(), 0.0)
+    for sid in (1, 3):
+        server.send_response(sid, "200 OK", [])
+        server.send_data(sid, b"x" * 20_000, end_stream=True)
+    order = [sid for sid, _, _ in data_frames(server.data_to_send())]
+    assert order == [3, 3, 1, 1]

@@ -13,15 +13,16 @@ fields are judged by ``fields`` (a malformed request is a *stream* error, §8.1.
 
 Sending: response heads are encoded and framed at once (``send_response``); response
 bodies wait in per-stream queues and become DATA frames only in ``data_to_send()``, in the
-order the DATA scheduler gives (``scheduler``; RFC 9218 priorities plug in there), within
-the stream and connection windows and the client's SETTINGS_MAX_FRAME_SIZE.
+order the DATA scheduler gives (``scheduler``'s interface; ``priority``'s RFC 9218 one by
+default), within the stream and connection windows and the client's
+SETTINGS_MAX_FRAME_SIZE.
 
 Module map: ``settings`` (settings, limits, error codes, the error), ``frames`` (frame
 reader and writers), ``fields`` (HTTP/2's mapping of request and response fields onto
 the shared rules of proto/fields.py), ``codec`` (HPACK), ``streams`` (stream state,
-closed-stream records), ``flow`` (receive windows), ``scheduler`` (DATA order), ``state``
-(what a connection knows, and the actions both sides share), ``receive`` (frames in), and
-this module (starting, answering, stopping).
+closed-stream records), ``flow`` (receive windows), ``scheduler`` and ``priority`` (DATA
+order, RFC 9218), ``state`` (what a connection knows, and the actions both sides share),
+``receive`` (frames in), and this module (starting, answering, stopping).
 
 Decisions worth knowing (details at the code that implements them):
 
@@ -81,8 +82,8 @@ from preforkd.proto.h2.settings import (
 from preforkd.proto.h2.state import MAX_STREAM_ID, PROBE_PING, SHUTDOWN_PING
 from preforkd.proto.h2.streams import Stream
 
-# The most a stream sends per round of the DATA scheduler (also the RFC default frame
-# size): a large download interleaves with small responses at this grain.
+# The most a stream sends per turn of the DATA scheduler (also the RFC default frame
+# size): incremental responses take turns, and a more urgent one overtakes, at this grain.
 QUANTUM = 16384
 
 __all__ = [
