@@ -383,17 +383,25 @@ def test_too_many_idle_streams_prioritized_is_a_connection_error() -> None:
     assert info.value.error_code == E.PROTOCOL_ERROR  # RFC 9218 §7.1
 
 
-def test_an_update_kept_for_a_refused_stream_is_forgotten() -> None:
-    raw = RawClient(H2Settings(max_concurrent_streams=1))
+def test_streams_reset_while_their_application_runs_are_not_counted() -> None:
+    # §7.1 counts the streams open on the wire; a reset one is closed there, even while
+    # the server still counts it against its limit until the application returns.
+    raw = RawClient(H2Settings(max_concurrent_streams=2))
     raw.send(raw.headers(1, end_stream=False))
-    with pytest.raises(H2ProtocolError):
-        RawClient(H2Settings(max_concurrent_streams=1)).send(
-            RawClient().headers(1, end_stream=False) + update_frame(3, b"u=1")
-        )
-    # Stream 3 comes anyway and is refused (the limit is 1); its room is then free again.
-    raw.send(raw.headers(3))
-    raw.server.send_response(1, "200 OK", [], end_stream=True)
+    raw.send(frame(3, 0, 1, int(E.CANCEL).to_bytes(4)))  # RST_STREAM; the app runs on
+    assert raw.server.open_streams == 1
+    raw.send(update_frame(3, b"u=1"))
     raw.send(update_frame(5, b"u=1"))
+    assert not raw.server.closed
+
+
+def test_an_update_kept_for_a_refused_stream_is_forgotten() -> None:
+    raw = RawClient(H2Settings(max_concurrent_streams=2))
+    raw.send(raw.headers(1, end_stream=False))
+    raw.send(update_frame(3, b"u=1"))  # 1 open + 1 idle prioritized: the limit
+    malformed = [(":method", "GET"), (":scheme", "https"), (":authority", "a")]  # no :path
+    raw.send(raw.headers(3, malformed))  # refused with RST_STREAM(PROTOCOL_ERROR)
+    raw.send(update_frame(5, b"u=1"))  # room again: stream 3's update is gone
     assert not raw.server.closed
 
 

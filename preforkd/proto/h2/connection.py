@@ -318,6 +318,7 @@ class H2Connection(Receiver):
             self._send_reset(stream.id, code)
         stream.reset = True
         stream.drop_output()
+        self._scheduler.close(stream.id)  # closed on the wire (see _stream_ended_by_reset)
 
     def _finish_app(self, stream: Stream) -> None:
         stream.app_done = True

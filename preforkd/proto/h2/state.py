@@ -133,6 +133,9 @@ class ConnectionState:
         stream.reset = True
         stream.request_open = False
         stream.drop_output()
+        # Closed on the wire: no longer one of the active streams RFC 9218 §7.1 counts,
+        # though the application may still run it.
+        self._scheduler.close(stream.id)
         if stream.app_done:
             self._release(stream)
         else:
