@@ -390,6 +390,7 @@ def test_streams_reset_while_their_application_runs_are_not_counted() -> None:
     raw.send(raw.headers(1, end_stream=False))
     raw.send(frame(3, 0, 1, int(E.CANCEL).to_bytes(4)))  # RST_STREAM; the app runs on
     assert raw.server.open_streams == 1
+    raw.send(update_frame(1, b"u=1"))  # for the reset stream: dropped, not kept as idle
     raw.send(update_frame(3, b"u=1"))
     raw.send(update_frame(5, b"u=1"))
     assert not raw.server.closed

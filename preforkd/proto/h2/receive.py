@@ -425,7 +425,8 @@ class Receiver(ConnectionState):
         """
         self._empty.spend(self._now)  # the frames cost work; a flood of them is bounded
         sid, value = parse_priority_update(frame.stream_id, frame.payload)
-        if sid in self._streams or sid > self._wire.highest:
+        stream = self._streams.get(sid)
+        if (stream is not None and not stream.reset) or sid > self._wire.highest:
             self._scheduler.update(sid, value)
 
     def _on_goaway(self, frame: RawFrame) -> None:
