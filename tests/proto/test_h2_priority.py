@@ -214,6 +214,18 @@ def test_idle_updates_are_bounded_by_the_stream_limit() -> None:
     s.update(7, b"u=1")
 
 
+def test_a_stream_keeps_its_turn_unless_incremental_ones_share_its_urgency() -> None:
+    s = scheduler((1, None), (3, "u=1"), (5, "u=1, i"), (7, "u=2"))
+    assert s.keeps_turn(1) and s.keeps_turn(7)  # only stream ids order their rivals
+    assert not s.keeps_turn(3)  # it takes turns with stream 5
+    assert not s.keeps_turn(5)  # incremental: round-robin
+    s.update(5, b"u=4, i")
+    assert s.keeps_turn(3)
+    s.close(5)
+    s.update(3, b"i")
+    assert not s.keeps_turn(1) and not s.keeps_turn(3) and s.keeps_turn(7)
+
+
 def test_close_forgets_the_stream() -> None:
     s = scheduler((1, "u=0"), (3, None))
     s.close(1)
@@ -243,6 +255,11 @@ def test_order_is_a_permutation_sorted_by_urgency(
         assert plain == sorted(plain)  # non-incremental: request order
         incremental = [sid for sid in order if s.priority(sid) == Priority(u, True)]
         assert incremental == [sid for sid in ready if sid in incremental]  # rotation
+    # keeps_turn: served once more (so moved to the back), the first stays first and the
+    # order is the same, which is what lets the connection skip asking again.
+    first = order[0]
+    if s.keeps_turn(first):
+        assert list(s.order([sid for sid in ready if sid != first] + [first])) == order
 
 
 # -- the core: SETTINGS, the field, PRIORITY_UPDATE on the wire ------------------------------

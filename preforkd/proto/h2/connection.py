@@ -352,14 +352,20 @@ class H2Connection(Receiver):
         asked again. Streams blocked by flow control stay ready until a window opens."""
         size = min(self._peer_max_frame, QUANTUM)
         ready = self._ready
+        scheduler = self._scheduler
         while ready:
             progress = False
-            for sid in self._scheduler.order(list(ready)):
+            for sid in scheduler.order(list(ready)):
                 stream = ready.pop(sid, None)
                 if stream is None:
                     continue
                 sent = stream.pending and self._send_some(stream, size)
                 progress = progress or sent
+                if sent and stream.pending and scheduler.keeps_turn(sid):
+                    # Still first, and the others' order unchanged: no need to ask again.
+                    while stream.pending and self._send_some(stream, size):
+                        pass
+                    sent = False  # held by a window now, or done: on to the next
                 if stream.pending:
                     ready[sid] = stream
                     if sent:

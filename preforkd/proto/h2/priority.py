@@ -162,13 +162,14 @@ class PriorityScheduler:
     streams not yet opened (§7.1), so the memory of a connection stays bounded.
     """
 
-    __slots__ = ("_early", "_max_streams", "_priorities", "_special")
+    __slots__ = ("_early", "_incremental", "_max_streams", "_priorities", "_special")
 
     def __init__(self, max_streams: int = 100) -> None:
         self._max_streams = max_streams
         self._priorities: dict[int, Priority] = {}  # every open stream
         self._early: dict[int, Priority] = {}  # idle streams named by PRIORITY_UPDATE
         self._special = 0  # open streams whose priority is not the default
+        self._incremental = [0] * (MAX_URGENCY + 1)  # open incremental streams by urgency
 
     def priority(self, stream_id: int) -> Priority:
         """The priority an open stream is served with (the default for unknown ones)."""
@@ -213,20 +214,37 @@ class PriorityScheduler:
     def close(self, stream_id: int) -> None:
         """The stream is over, or was refused: forget it (and any update kept for it)."""
         old = self._priorities.pop(stream_id, None)
-        if old is not None and old is not DEFAULT_PRIORITY:
-            self._special -= 1
+        if old is not None:
+            self._forget(old)
         if self._early:
             self._early.pop(stream_id, None)
 
     def _set(self, stream_id: int, priority: Priority) -> None:
         old = self._priorities.get(stream_id)
-        if old is not None and old is not DEFAULT_PRIORITY:
-            self._special -= 1
-        if priority != DEFAULT_PRIORITY:
-            self._special += 1
+        if old is not None:
+            self._forget(old)
+        if priority == DEFAULT_PRIORITY:
+            priority = DEFAULT_PRIORITY  # one object, so that ``is`` tells the default
         else:
-            priority = DEFAULT_PRIORITY  # one object, so the checks above can use ``is``
+            self._special += 1
+            if priority.incremental:
+                self._incremental[priority.urgency] += 1
         self._priorities[stream_id] = priority
+
+    def _forget(self, priority: Priority) -> None:
+        """Undo the counts ``_set`` made for a priority a stream no longer has."""
+        if priority is not DEFAULT_PRIORITY:
+            self._special -= 1
+            if priority.incremental:
+                self._incremental[priority.urgency] -= 1
+
+    def keeps_turn(self, stream_id: int) -> bool:
+        """After a quantum, the stream still comes first (and no other moves): it is not
+        incremental and no incremental stream shares its urgency, so only stream ids
+        order its rivals, and the ones the connection skipped before it are held by their
+        windows, which sending only closes further."""
+        priority = self._priorities.get(stream_id, DEFAULT_PRIORITY)
+        return not priority.incremental and not self._incremental[priority.urgency]
 
     def order(self, ready: Sequence[int]) -> Sequence[int]:
         """The streams of ``ready`` (data pending, least recently served first) in the

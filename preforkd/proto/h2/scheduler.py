@@ -17,6 +17,10 @@ The interface, all the connection calls:
 * ``order(ready)``: the stream ids of ``ready`` (the streams with data pending, least
   recently served first) in the order they are offered the next quantum; a stream left
   out waits.
+* ``keeps_turn(stream_id)``: after a quantum of this stream (moved to the back of the ready
+  order), it would still come first and the others' order would not change: the
+  connection then goes on sending it without asking for the order again (a large
+  response costs one ``order`` call, not one per 16 KiB).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ class Scheduler(Protocol):
 
     def order(self, ready: Sequence[int]) -> Iterable[int]: ...
 
+    def keeps_turn(self, stream_id: int) -> bool: ...
+
 
 class FifoScheduler:
     """Every stream alike: the ready order, oldest first (round-robin between rounds)."""
@@ -53,3 +59,6 @@ class FifoScheduler:
 
     def order(self, ready: Sequence[int]) -> Iterable[int]:
         return ready
+
+    def keeps_turn(self, stream_id: int) -> bool:
+        return False  # round-robin: every quantum moves the stream to the back
