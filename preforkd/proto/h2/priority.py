@@ -177,6 +177,9 @@ class PriorityScheduler:
 
     def open(self, stream_id: int, priority: bytes | None) -> None:
         """A request arrived; ``priority`` is its Priority field value, or None."""
+        if priority is None and not self._early:
+            self._priorities[stream_id] = DEFAULT_PRIORITY  # the common case, made cheap
+            return
         early = self._early
         update = early.pop(stream_id, None) if early else None
         if early:
@@ -214,29 +217,28 @@ class PriorityScheduler:
     def close(self, stream_id: int) -> None:
         """The stream is over, or was refused: forget it (and any update kept for it)."""
         old = self._priorities.pop(stream_id, None)
-        if old is not None:
+        if old is not None and old is not DEFAULT_PRIORITY:
             self._forget(old)
         if self._early:
             self._early.pop(stream_id, None)
 
     def _set(self, stream_id: int, priority: Priority) -> None:
         old = self._priorities.get(stream_id)
-        if old is not None:
+        if old is not None and old is not DEFAULT_PRIORITY:
             self._forget(old)
-        if priority == DEFAULT_PRIORITY:
-            priority = DEFAULT_PRIORITY  # one object, so that ``is`` tells the default
-        else:
+        # parse_priority gives the default as this one object, so ``is`` tells it.
+        if priority is not DEFAULT_PRIORITY:
             self._special += 1
             if priority.incremental:
                 self._incremental[priority.urgency] += 1
         self._priorities[stream_id] = priority
 
     def _forget(self, priority: Priority) -> None:
-        """Undo the counts ``_set`` made for a priority a stream no longer has."""
-        if priority is not DEFAULT_PRIORITY:
-            self._special -= 1
-            if priority.incremental:
-                self._incremental[priority.urgency] -= 1
+        """Undo the counts ``_set`` made for a priority (not the default) a stream no
+        longer has."""
+        self._special -= 1
+        if priority.incremental:
+            self._incremental[priority.urgency] -= 1
 
     def keeps_turn(self, stream_id: int) -> bool:
         """After a quantum, the stream still comes first (and no other moves): it is not

@@ -279,8 +279,11 @@ class Receiver(ConnectionState):
         self._highest_taken = sid
         # RFC 9218 §5: the Priority field, for the DATA scheduler; several field lines
         # are one list (RFC 9110 §5.3).
-        lines = [value for name, value in fields if name == b"priority"]
-        self._scheduler.open(sid, b", ".join(lines) if lines else None)
+        priority = None
+        for name, value in fields:
+            if name == b"priority":
+                priority = value if priority is None else priority + b", " + value
+        self._scheduler.open(sid, priority)
         self._events.append(request)
         if end:
             self._events.append(EndOfMessage(sid))
