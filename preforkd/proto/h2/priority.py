@@ -31,8 +31,11 @@ starvation either way; giving the group one turn does, without guessing sizes.
 
 The connection asks for the order before every quantum it frames (``order``), passing the
 streams with data pending, least recently served first; that recency is what the
-round-robin follows. The scheduler never sees bytes or windows: the connection skips a
-stream its windows hold and offers the quantum to the next in the order.
+round-robin follows. It need not ask again while the stream it serves ``keeps_turn`` (a
+non-incremental one with no incremental rival at its urgency): a large response then
+costs one ``order`` call, not one per 16 KiB. The scheduler never sees bytes or windows:
+the connection skips a stream its windows hold and offers the quantum to the next in the
+order.
 
 Two rules keep this module honest: no IO and no clock (values in, values out), and every
 rule cites its section of RFC 9218 (or RFC 8941 for the field syntax).
@@ -156,7 +159,8 @@ def parse_priority_update(stream_id: int, payload: bytes | memoryview) -> tuple[
 
 class PriorityScheduler:
     """The RFC 9218 DATA scheduler (see the module docstring), with the ``Scheduler``
-    interface of ``scheduler.py``: ``open``, ``update``, ``close``, ``order``.
+    interface of ``scheduler.py``: ``open``, ``update``, ``close``, ``order``,
+    ``keeps_turn``.
 
     ``max_streams`` is our SETTINGS_MAX_CONCURRENT_STREAMS: it bounds the updates kept for
     streams not yet opened (§7.1), so the memory of a connection stays bounded.
