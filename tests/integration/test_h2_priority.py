@@ -11,6 +11,8 @@ scheduler's alone.
 from __future__ import annotations
 
 import itertools
+import shutil
+import subprocess
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -88,6 +90,19 @@ def test_server_says_it_ignores_rfc7540_priorities(server: Preforkd) -> None:
     c.get("/?size=1")
     assert c.conn.remote_settings[0x9] == 1  # SETTINGS_NO_RFC7540_PRIORITIES (RFC 9218 §2.1)
     c.close()
+
+
+@pytest.mark.skipif(shutil.which("nghttp") is None, reason="nghttp is not installed")
+def test_nghttp_sees_the_setting_and_is_served(server: Preforkd) -> None:
+    # nghttp2's client, itself an RFC 9218 endpoint, announces the same setting; it also
+    # sends RFC 7540 PRIORITY frames for idle streams, which are checked and ignored.
+    urls = [f"http://127.0.0.1:{server.port}/?size={size}" for size in (70_000, 70_001)]
+    argv = ["nghttp", "-v", "--no-rfc7540-pri", "-H", "priority: u=1, i", *urls]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+    received = out[out.index("recv SETTINGS") :]
+    assert "[SETTINGS_NO_RFC7540_PRIORITIES(0x09):1]" in received.split("recv", 2)[1]
+    assert out.count(":status: 200") == 2
+    assert "recv GOAWAY" not in out and "recv RST_STREAM" not in out
 
 
 def test_small_urgent_response_asked_later_finishes_first(server: Preforkd) -> None:
