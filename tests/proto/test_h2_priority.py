@@ -6,6 +6,8 @@ DATA frames on the wire follows urgency, request order and the incremental round
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from h2.settings import SettingCodes
 from hypothesis import given, settings
@@ -234,18 +236,18 @@ def test_close_forgets_the_stream() -> None:
 
 
 @given(
-    st.lists(st.tuples(st.integers(0, 7), st.booleans()), min_size=1, max_size=12, unique_by=None),
+    st.lists(st.tuples(st.integers(0, 7), st.booleans()), min_size=1, max_size=12),
     st.randoms(use_true_random=False),
 )
 def test_order_is_a_permutation_sorted_by_urgency(
-    priorities: list[tuple[int, bool]], rnd: object
+    priorities: list[tuple[int, bool]], rnd: random.Random
 ) -> None:
     s = PriorityScheduler(max_streams=100)
     sids = [2 * n + 1 for n in range(len(priorities))]
     for sid, (u, i) in zip(sids, priorities, strict=True):
         s.open(sid, f"u={u}, i={'?1' if i else '?0'}".encode())
     ready = list(sids)
-    rnd.shuffle(ready)  # type: ignore[attr-defined]
+    rnd.shuffle(ready)
     order = list(s.order(ready))
     assert sorted(order) == sorted(ready)
     urgencies = [s.priority(sid).urgency for sid in order]
