@@ -124,7 +124,9 @@ def test_small_response_is_not_starved_by_a_large_one(server: Preforkd) -> None:
     c = client(server)
     big = c.request("/stream?n=2000&size=16384")
     c.wait(lambda: len(c.responses[big].body) > 0)
-    small = c.request("/hello")
+    # RFC 9218 §10: responses of one urgency that are not incremental go one at a time, so
+    # the small one says it is incremental; then it takes turns with the download.
+    small = c.request("/hello", headers=[("priority", "i")])
     c.wait(lambda: c.responses[small].ended, timeout=30)
     assert not c.responses[big].ended, "the small response waited for the whole download"
     c.conn.reset_stream(big)

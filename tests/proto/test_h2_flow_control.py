@@ -38,6 +38,7 @@ def test_settings_and_connection_window_advertised() -> None:
         SettingCodes.INITIAL_WINDOW_SIZE: 65535 * 4,
         SettingCodes.MAX_FRAME_SIZE: 16384,
         SettingCodes.MAX_HEADER_LIST_SIZE: 65536,
+        0x9: 1,  # SETTINGS_NO_RFC7540_PRIORITIES (RFC 9218 §2.1)
     }
     (update,) = of_type(events, h2.events.WindowUpdated)
     assert (update.stream_id, update.delta) == (0, (1 << 20) - 65535)

@@ -13,15 +13,16 @@ fields are judged by ``fields`` (a malformed request is a *stream* error, §8.1.
 
 Sending: response heads are encoded and framed at once (``send_response``); response
 bodies wait in per-stream queues and become DATA frames only in ``data_to_send()``, in the
-order the DATA scheduler gives (``scheduler``; RFC 9218 priorities plug in there), within
-the stream and connection windows and the client's SETTINGS_MAX_FRAME_SIZE.
+order the DATA scheduler gives (``scheduler``'s interface; ``priority``'s RFC 9218 one by
+default), within the stream and connection windows and the client's
+SETTINGS_MAX_FRAME_SIZE.
 
 Module map: ``settings`` (settings, limits, error codes, the error), ``frames`` (frame
 reader and writers), ``fields`` (HTTP/2's mapping of request and response fields onto
 the shared rules of proto/fields.py), ``codec`` (HPACK), ``streams`` (stream state,
-closed-stream records), ``flow`` (receive windows), ``scheduler`` (DATA order), ``state``
-(what a connection knows, and the actions both sides share), ``receive`` (frames in), and
-this module (starting, answering, stopping).
+closed-stream records), ``flow`` (receive windows), ``scheduler`` and ``priority`` (DATA
+order, RFC 9218), ``state`` (what a connection knows, and the actions both sides share),
+``receive`` (frames in), and this module (starting, answering, stopping).
 
 Decisions worth knowing (details at the code that implements them):
 
@@ -81,8 +82,8 @@ from preforkd.proto.h2.settings import (
 from preforkd.proto.h2.state import MAX_STREAM_ID, PROBE_PING, SHUTDOWN_PING
 from preforkd.proto.h2.streams import Stream
 
-# The most a stream sends per round of the DATA scheduler (also the RFC default frame
-# size): a large download interleaves with small responses at this grain.
+# The most a stream sends per turn of the DATA scheduler (also the RFC default frame
+# size): incremental responses take turns, and a more urgent one overtakes, at this grain.
 QUANTUM = 16384
 
 __all__ = [
@@ -148,7 +149,8 @@ class H2Connection(Receiver):
         )
         stream.request_open = False  # stream 1 is half-closed (remote) from the start
         self._streams[1] = stream
-        self._scheduler.open(1, None)
+        lines = [value for name, value in request.headers if name == "priority"]
+        self._scheduler.open(1, ", ".join(lines).encode("latin-1") if lines else None)
         headers = [
             (n, v)
             for n, v in request.headers
@@ -191,6 +193,9 @@ class H2Connection(Receiver):
                 SettingCodes.INITIAL_WINDOW_SIZE: s.initial_window_size,
                 SettingCodes.MAX_FRAME_SIZE: s.max_frame_size,
                 SettingCodes.MAX_HEADER_LIST_SIZE: s.max_header_list_size,
+                # RFC 9218 §2.1: we ignore RFC 7540 priority signals (RFC 9113 §5.3.2
+                # deprecates them); clients may stop sending them, and use RFC 9218's.
+                SettingCodes.NO_RFC7540_PRIORITIES: 1,
             }
         )
         # RFC 9113 §6.9.2: SETTINGS cannot change the connection window; WINDOW_UPDATE does.
@@ -313,6 +318,7 @@ class H2Connection(Receiver):
             self._send_reset(stream.id, code)
         stream.reset = True
         stream.drop_output()
+        self._scheduler.close(stream.id)  # closed on the wire (see _stream_ended_by_reset)
 
     def _finish_app(self, stream: Stream) -> None:
         stream.app_done = True
@@ -328,8 +334,8 @@ class H2Connection(Receiver):
     def data_to_send(self) -> bytes:
         """All bytes to write now: control frames, then response data framed fairly.
 
-        DATA is framed round-robin across the streams with queued data, at most 16 KiB per
-        stream per round, within the stream and connection windows and the client's
+        DATA is framed in the order of the RFC 9218 scheduler (``priority``), 16 KiB at
+        a time, within the stream and connection windows and the client's
         SETTINGS_MAX_FRAME_SIZE. Call it after every other call.
         """
         if self._ready and not self._closed:
@@ -339,26 +345,37 @@ class H2Connection(Receiver):
         return data
 
     def _frame_data(self) -> None:
-        """Frame queued response data in rounds, one quantum per stream per round, in the
-        scheduler's order; a stream with data left moves to the back of the ready order.
-        Streams blocked by flow control stay ready until a window opens."""
+        """Frame queued response data one quantum at a time, each to the first stream in
+        the scheduler's order that its windows let send (RFC 9218 §10: the most urgent
+        stream that can send). A stream with data left moves to the back of the ready
+        order (that recency is the round-robin of incremental streams), and the order is
+        asked again. Streams blocked by flow control stay ready until a window opens."""
         size = min(self._peer_max_frame, QUANTUM)
         ready = self._ready
-        progress = True
-        while progress and ready:
+        scheduler = self._scheduler
+        while ready:
             progress = False
-            for sid in self._scheduler.order(list(ready)):
+            for sid in scheduler.order(list(ready)):
                 stream = ready.pop(sid, None)
                 if stream is None:
                     continue
-                if stream.pending and self._send_some(stream, size):
-                    progress = True
+                sent = stream.pending and self._send_some(stream, size)
+                progress = progress or sent
+                if sent and stream.pending and scheduler.keeps_turn(sid):
+                    # Still first, and the others' order unchanged: no need to ask again.
+                    while stream.pending and self._send_some(stream, size):
+                        pass
+                    sent = False  # held by a window now, or done: on to the next
                 if stream.pending:
                     ready[sid] = stream
+                    if sent:
+                        break  # the next quantum goes to whoever is first now
                     continue
                 stream.scheduled = False
                 if stream.ended and stream.app_done:
                     self._release(stream)
+            if not progress:
+                break
 
     def _send_some(self, stream: Stream, size: int) -> bool:
         """Frame up to ``size`` bytes of ``stream``; False when flow control allows none."""
@@ -369,6 +386,7 @@ class H2Connection(Receiver):
                 return False  # a window can even be negative (RFC 9113 §6.9.2)
             chunk = stream.take(size)
             self._send_window -= size
+            self._data_sent += size
             stream.send_window -= size
             # The last chunk carries END_STREAM, unless the body is short of its length.
             end = not stream.buffered and stream.end_pending and not stream.short
@@ -408,16 +426,22 @@ class H2Connection(Receiver):
     def stalled_streams(self, now: float, timeout: float) -> list[int]:
         """Streams whose queued response data has not progressed for ``timeout`` seconds.
 
-        The client keeps its flow-control window closed (or does not read at all). The
-        adapter calls this from its periodic timer and resets them (``reset_stream(id,
-        ErrorCodes.CANCEL)``); the application's next write then fails.
+        The client keeps its flow-control window closed (or does not read at all). A
+        stream whose own window is open while the connection sends other streams' DATA is
+        only waiting its turn (RFC 9218 §10), not stalled. The adapter calls this from its
+        periodic timer and resets them (``reset_stream(id, ErrorCodes.CANCEL)``); the
+        application's next write then fails.
         """
         stalled = []
+        data_sent = self._data_sent
         for stream in self._streams.values():
+            # Progress is the stream's own, or, while its window is open, the connection's:
+            # a stream waiting for more urgent ones (RFC 9218 §10) is not held by its client.
+            progress = stream.sent + (data_sent if stream.send_window > 0 else 0)
             if not stream.pending or not stream.buffered:
                 stream.mark_time = None
-            elif stream.mark_time is None or stream.sent != stream.mark_sent:
-                stream.mark_sent = stream.sent
+            elif stream.mark_time is None or progress != stream.mark_sent:
+                stream.mark_sent = progress
                 stream.mark_time = now
             elif now - stream.mark_time >= timeout:
                 stalled.append(stream.id)

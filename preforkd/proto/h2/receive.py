@@ -25,6 +25,7 @@ from preforkd.proto.h2.fields import (
     server_response,
 )
 from preforkd.proto.h2.frames import HeaderBlock, RawFrame
+from preforkd.proto.h2.priority import parse_priority_update
 from preforkd.proto.h2.settings import (
     MAX_WINDOW,
     ErrorCodes,
@@ -259,6 +260,7 @@ class Receiver(ConnectionState):
         elif status:
             self._answer(sid, status, end)
         else:
+            self._scheduler.close(sid)  # refused: forget a PRIORITY_UPDATE kept for it
             self._send_reset(sid, refusal)
             if sid <= self._goaway_last:
                 self._resets.spend(self._now)
@@ -275,11 +277,12 @@ class Receiver(ConnectionState):
         stream.request_open = not end
         self._streams[sid] = stream
         self._highest_taken = sid
-        # RFC 9218 §5: the priority field, for the DATA scheduler.
+        # RFC 9218 §5: the Priority field, for the DATA scheduler; several field lines
+        # are one list (RFC 9110 §5.3).
         priority = None
         for name, value in fields:
             if name == b"priority":
-                priority = value
+                priority = value if priority is None else priority + b", " + value
         self._scheduler.open(sid, priority)
         self._events.append(request)
         if end:
@@ -287,6 +290,7 @@ class Receiver(ConnectionState):
 
     def _answer(self, sid: int, status: int, end: bool) -> None:
         """A response the server gives itself (431, 501), without the application."""
+        self._scheduler.close(sid)  # forget a PRIORITY_UPDATE kept for it
         self._highest_taken = sid
         fields = server_response(status, self.date_header, self._server)
         self._send_headers(sid, fields, True)
@@ -416,18 +420,17 @@ class Receiver(ConnectionState):
             self._stream_error(sid, ErrorCodes.PROTOCOL_ERROR, "stream depends on itself")
 
     def _on_priority_update(self, frame: RawFrame) -> None:
-        """RFC 9218 §7.1: a new priority for a request stream, handed to the scheduler."""
-        self._empty.spend(self._now)
-        if frame.stream_id:
-            raise H2ProtocolError("PRIORITY_UPDATE on a stream")  # §7.1
-        if frame.length < 4:
-            raise H2ProtocolError("PRIORITY_UPDATE length", ErrorCodes.FRAME_SIZE_ERROR)
-        payload = frame.payload
-        sid = int.from_bytes(payload[:4]) & 0x7FFFFFFF
-        if not sid % 2:
-            raise H2ProtocolError("PRIORITY_UPDATE for a server stream")  # §7.1
-        if sid in self._streams:
-            self._scheduler.update(sid, bytes(payload[4:]))
+        """RFC 9218 §7.1: a new priority for a request stream, handed to the scheduler.
+
+        The frame's connection errors are checked by ``parse_priority_update``. An update
+        for an open stream, or for an idle one (kept until it opens, §7), goes to the
+        scheduler; one for a closed stream is dropped: nothing more will be sent on it.
+        """
+        self._empty.spend(self._now)  # the frames cost work; a flood of them is bounded
+        sid, value = parse_priority_update(frame.stream_id, frame.payload)
+        stream = self._streams.get(sid)
+        if (stream is not None and not stream.reset) or sid > self._wire.highest:
+            self._scheduler.update(sid, value)
 
     def _on_goaway(self, frame: RawFrame) -> None:
         """RFC 9113 §6.8: a client's GOAWAY(NO_ERROR) stops new streams, not the ones in

@@ -21,7 +21,8 @@ from preforkd.proto.h2.codec import MemoDecoder, MemoEncoder
 from preforkd.proto.h2.fields import Fields
 from preforkd.proto.h2.flow import ReceiveWindow
 from preforkd.proto.h2.frames import HeaderBlock
-from preforkd.proto.h2.scheduler import FifoScheduler, Scheduler
+from preforkd.proto.h2.priority import PriorityScheduler
+from preforkd.proto.h2.scheduler import Scheduler
 from preforkd.proto.h2.settings import (
     DEFAULT_WINDOW,
     MIN_FRAME,
@@ -65,13 +66,15 @@ class ConnectionState:
         self._streams: dict[int, Stream] = {}
         self._wire = ClosedStreams()
         self._ready: dict[int, Stream] = {}  # streams with output pending, in ready order
-        self._scheduler: Scheduler = scheduler or FifoScheduler()
+        # RFC 9218: the DATA order follows the clients' priority signals (priority.py).
+        self._scheduler: Scheduler = scheduler or PriorityScheduler(settings.max_concurrent_streams)
         self._out = bytearray()
         self._events: list[Event] = []
         # Flow control (RFC 9113 §6.9): the connection window we grant starts at the RFC
         # default and is raised by our first WINDOW_UPDATE (§6.9.2: SETTINGS cannot).
         self._recv_window = ReceiveWindow(settings.connection_window_size, DEFAULT_WINDOW)
         self._send_window = DEFAULT_WINDOW
+        self._data_sent = 0  # DATA payload bytes framed on the connection (stalled_streams)
         # The client's settings that matter to what we send (§6.5.2 defaults).
         self._peer_initial_window = DEFAULT_WINDOW
         self._peer_max_frame = MIN_FRAME
@@ -130,6 +133,9 @@ class ConnectionState:
         stream.reset = True
         stream.request_open = False
         stream.drop_output()
+        # Closed on the wire: no longer one of the active streams RFC 9218 §7.1 counts,
+        # though the application may still run it.
+        self._scheduler.close(stream.id)
         if stream.app_done:
             self._release(stream)
         else:

@@ -125,7 +125,7 @@ class Stream:
         self.scheduled = False  # in the connection's ready order
         self.send_window = send_window  # RFC 9113 §6.9: may go below zero (§6.9.2)
         self.sent = 0  # DATA payload bytes framed
-        self.mark_sent = 0  # ``sent`` when progress was last observed (stalled_streams)
+        self.mark_sent = 0  # the progress last observed by stalled_streams
         self.mark_time: float | None = None
 
     @property
