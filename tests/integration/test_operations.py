@@ -13,6 +13,7 @@ import stat
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -244,8 +245,8 @@ def test_top_shows_workers_takes_keys_and_quits(ops_server: tuple[Preforkd, Path
         )
     screen = Screen(fd)
     try:
-        screen.wait_for("WORKER")
-        assert screen.text().count("serving") >= 4
+        # A whole frame (top's key help is its last line) with a row per worker.
+        screen.wait_until(lambda frame: "q quit" in frame and frame.count("serving") == 4)
         os.write(fd, b"+")
         screen.wait_for("sent ttin")
         wait_for(lambda: len(status(sock)["workers"]) == 5, what="TTIN from top")
@@ -327,6 +328,16 @@ class Screen:
 
     def text(self) -> str:
         return self.data.decode(errors="replace")
+
+    def wait_until(self, whole: Callable[[str], bool], timeout: float = 20.0) -> None:
+        """Until the last frame drawn (the text after the last screen clear) satisfies
+        ``whole``; a frame may arrive in pieces."""
+        deadline = time.monotonic() + timeout
+        while not whole(self.text().rsplit("\x1b[2J", 1)[-1]):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no such frame on the screen:\n{self.text()[-2000:]}")
+            if not self._read(0.2):
+                raise AssertionError(f"the program ended:\n{self.text()[-2000:]}")
 
     def wait_for(self, needle: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
