@@ -17,12 +17,13 @@ stack in the error log before the worker dies of it; SIGKILL follows if it is st
 there (stopped, or the handler itself stuck).
 
 The rest of each slot, outside the seqlock record, is the worker's *accepting load*
-(:class:`LoadBoard`): which listeners it accepts on, the connections it holds, how many it
-has accepted so far, whether it is accepting at all. Workers write it as it changes (at
-each accept and close, not once per tick), and read each other's to share the load
-(``worker/balance.py``). Each field is one aligned 32-bit word written by its slot's owner
-only: a reader sees the old value or the new one, and a count one change out of date is
-harmless there, so no seqlock.
+(:class:`LoadBoard`): which listeners it accepts on, the connections it holds, how many
+times it has looked at its listeners (its "turns"), whether it is accepting at all.
+Workers write it as it changes (at each accept and close, not once per tick), and read
+each other's to share the load (``worker/balance.py``). Only the slot's owner writes it,
+the four 32-bit fields in one aligned 16-byte copy; a reader may see a value one change
+old, or fields from two successive writes, both harmless to an estimate of load: no
+seqlock.
 
 This module is neutral ground: the worker imports it, the master imports it, and it
 imports neither of them, not even for type checking (issue 11).
@@ -51,7 +52,7 @@ METHOD_BYTES = 16
 PATH_BYTES = 160
 _RECORD = struct.Struct(f"=IIdQIIIIdd{METHOD_BYTES}s{PATH_BYTES}s{_BY_STATUS}Q{_HISTOGRAM}QdQQ")
 SLOT_SIZE = 512  # a whole number of cache lines per slot: workers never share one
-# listener group, connections (open + being started), accepted so far (mod 2**32), accepting
+# listener group, connections (open + being started), turns (mod 2**32), accepting
 _LOAD = struct.Struct("=IIII")
 LOAD_OFFSET = SLOT_SIZE - _LOAD.size  # the end of the slot, after the seqlock record
 assert _RECORD.size <= LOAD_OFFSET
@@ -151,15 +152,15 @@ class LoadBoard:
     def __init__(self, memory: mmap.mmap) -> None:
         self._memory = memory
 
-    def publish(self, index: int, group: int, load: int, accepted: int, accepting: bool) -> None:
+    def publish(self, index: int, group: int, load: int, turns: int, accepting: bool) -> None:
         """Write slot ``index``'s load (only the slot's owner calls this)."""
         _LOAD.pack_into(
             self._memory, index * SLOT_SIZE + LOAD_OFFSET,
-            group, load, accepted & 0xFFFFFFFF, accepting,
+            group, load, turns & 0xFFFFFFFF, accepting,
         )  # fmt: skip
 
     def read(self, index: int) -> tuple[int, int, int, int]:
-        """(group, load, accepted, accepting) of slot ``index``."""
+        """(group, load, turns, accepting) of slot ``index``."""
         return _LOAD.unpack_from(self._memory, index * SLOT_SIZE + LOAD_OFFSET)
 
     def occupied(self) -> list[int]:

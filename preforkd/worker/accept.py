@@ -92,6 +92,7 @@ class Acceptor:
         gate = self.gate
         batch = ACCEPT_BATCH
         if gate.peers:  # other workers accept here too: take our part only
+            gate.turns += 1
             batch = gate.allowance()
             if not batch:
                 gate.yield_to_peers()
@@ -136,9 +137,7 @@ class Acceptor:
             # asyncio's connect_accepted_socket leaves Nagle on (its own server turns it
             # off): a response written in pieces would wait for the client's delayed ACK.
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        gate = self.gate
-        gate.pending += 1
-        gate.accepted += 1
+        self.gate.pending += 1
         self.loop.create_task(self._connect(conn))
 
     async def _connect(self, conn: socket.socket) -> None:
@@ -194,7 +193,7 @@ class Gate:
         self.clock = clock
         self.acceptors: list[Acceptor] = []
         self.pending = 0  # accepted, transport not made yet (a TLS handshake may take long)
-        self.accepted = 0  # connections accepted so far (peers see us make progress)
+        self.turns = 0  # times we looked at the listeners with peers (they see us run)
         self.share = share
         # The live peers' slots (the Share's list, updated in place); empty: accept alone.
         self.peers: list[int] = share.peers if share is not None else []
@@ -243,7 +242,7 @@ class Gate:
         """Show the peers our load as it is now."""
         if self.share is not None:
             load = len(self.connections) + self.pending
-            self.share.publish(load, self.accepted, self.accepting)
+            self.share.publish(load, self.turns, self.accepting)
 
     def refresh(self, now: float) -> None:
         """From the ticker: find the peers again, and publish (a peer may be new)."""

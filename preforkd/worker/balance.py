@@ -18,13 +18,14 @@ woken but not yet run, and looks again. This is "least connections" (as HAProxy'
 leastconn and Envoy's exact balance), decided by the accepting side: a worker slowed by
 long requests holds its connections longer and so gets fewer new ones.
 
-A yield never turns into a refusal. A worker that yields while connections are waiting
-watches its peers' *accepted* counters: if none of the less loaded peers accepted anything
-for :data:`STALL` (their loop is blocked, they are starved of CPU, or they are about to
-stop), it stops waiting for those peers until the next refresh and takes a full batch.
-The cost of balancing is therefore bounded: at most :data:`STALL` of extra accept latency,
-once per refresh, for a connection that arrives while this worker is ahead of a stuck
-peer; with one worker, or no live peer, nothing changes on the accept path.
+A yield never turns into a refusal. Each worker also publishes its *turns*, how many
+times it has looked at its listeners (its reader ran: its loop is running and it takes
+part). A worker that yields while connections are waiting watches the turns of the less
+loaded peers: if none moved for :data:`STALL` (a blocked loop, a peer starved of CPU,
+one about to stop), it stops waiting for those peers and takes full batches, until their
+turns move again. The cost of balancing is therefore bounded: at most :data:`STALL` of
+extra accept latency, once each time a peer gets stuck; with one worker, or no live peer,
+nothing changes on the accept path.
 
 Peers are found when the worker starts, a few times in its first second, then at each
 tick of its ticker (at most a second apart), from the heartbeat table: the other slots
@@ -57,9 +58,12 @@ SLACK_DIVISOR = 8
 # How long a worker that is ahead stops reading the listener before it looks again. Its
 # peer, woken by the same connection, usually runs the moment this one sleeps.
 YIELD_PAUSE = 0.001
-# A less loaded peer that accepted nothing for this long while we yielded is not waited
-# for until the next refresh: the bound on what balancing may add to accept latency.
-STALL = 0.02
+# A less loaded peer that did not look at its listeners for this long while we yielded
+# is not waited for until it does: the bound on what balancing may add to the accept
+# latency. Long enough for a peer that is runnable but waits for a CPU on a loaded
+# machine (50 ms was seen with 8 runnable processes on 2 CPUs), short beside a client's
+# connect timeout; nginx's accept_mutex_delay, the same idea, defaults to 500 ms.
+STALL = 0.2
 PEER_FRESH = 5.0  # a peer whose heartbeat is older than this is not accepting
 
 
@@ -89,11 +93,12 @@ class Share:
         self.clock = clock
         self.peers: list[int] = []  # slot indexes; mutated in place (the Gate holds it)
         self._yield_since: float | None = None  # when we started waiting for peers
-        self._seen: dict[int, int] = {}  # peer index -> its accepted count at that time
+        self._seen: dict[int, int] = {}  # peer index -> its turns when we last looked
+        self._stuck: dict[int, int] = {}  # peer index -> its turns when we gave up on it
         self._pids: list[int] = []  # the peers' pids, for the log
 
-    def publish(self, load: int, accepted: int, accepting: bool) -> None:
-        self.board.publish(self.slot.index, self.group, load, accepted, accepting)
+    def publish(self, load: int, turns: int, accepting: bool) -> None:
+        self.board.publish(self.slot.index, self.group, load, turns, accepting)
 
     def refresh(self, now: float) -> None:
         """Find the live peers again (at start, then from the ticker; ~20 µs)."""
@@ -111,13 +116,19 @@ class Share:
             self._pids = pids
             log.debug("Sharing connections with %d other worker(s): %s", len(pids), pids)
         self.peers[:] = found
+        self._stuck = {i: turns for i, turns in self._stuck.items() if i in found}
         self._yield_since = None
 
     def allowance(self, load: int, batch: int) -> int:
         """How many connections to accept now (at most ``batch``); 0: yield."""
         least = None
+        read, stuck = self.board.read, self._stuck
         for index in self.peers:
-            _, peer_load, _, accepting = self.board.read(index)
+            _, peer_load, turns, accepting = read(index)
+            if stuck and index in stuck:
+                if stuck[index] == turns:
+                    continue  # still not looking at its listeners
+                del stuck[index]  # it runs again: share with it again
             if accepting and (least is None or peer_load < least):
                 least = peer_load
         if least is None:
@@ -129,16 +140,22 @@ class Share:
         return batch if self._stalled(load) else 0
 
     def _stalled(self, load: int) -> bool:
-        """While we yield: True once the less loaded peers have taken nothing for STALL
-        (they are then left out until the next refresh)."""
+        """While we yield: True once the less loaded peers have not looked at their
+        listeners for STALL (they are left out until they do)."""
         now = self.clock()
-        counts = {index: self.board.read(index)[2] for index in self.peers}
-        if self._yield_since is None or counts != self._seen:
-            self._yield_since, self._seen = now, counts  # peers are accepting: keep yielding
+        read = self.board.read
+        turns = {index: read(index)[2] for index in self.peers if index not in self._stuck}
+        if self._yield_since is None or turns != self._seen:
+            self._yield_since, self._seen = now, turns  # peers take part: keep yielding
             return False
         if now - self._yield_since < STALL:
             return False
-        behind = {i for i in self.peers if self.board.read(i)[1] < load}
-        self.peers[:] = [i for i in self.peers if i not in behind]
+        for index, count in turns.items():
+            if read(index)[1] < load:
+                self._stuck[index] = count
+        log.debug(
+            "Peers in slots %s took no turn in %.0f ms: accepting without them until they do",
+            sorted(self._stuck), (now - self._yield_since) * 1000,
+        )  # fmt: skip
         self._yield_since = None
         return True
