@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from preforkd.heartbeat import SLOT_SIZE, Beat, HeartbeatTable
+from preforkd.heartbeat import Beat, HeartbeatTable
 from preforkd.worker.accept import ACCEPT_BATCH, Acceptor, Gate
 from preforkd.worker.balance import STALL, Share, listener_group, slack
 from preforkd.worker.tls import ListenerSpec
@@ -221,4 +221,3 @@ def test_the_load_board_lies_outside_the_heartbeat_record(table: HeartbeatTable)
     assert table.slot(3).board().read(3) == (GROUP, 12, 5, 1)
     table.slot(3).clear()
     assert table.slot(3).board().read(3) == (0, 0, 0, 0)
-    assert SLOT_SIZE == 64
