@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,10 +29,12 @@ _SHARING = re.compile(
 )
 
 
-def _two_workers(start_server: Start, loop: str) -> tuple[Preforkd, list[int]]:
+def _two_workers(start_server: Start, loop: str, *args: str) -> tuple[Preforkd, list[int]]:
     """A --workers 2 server whose workers have found each other (they log it)."""
     pytest.importorskip(loop)
-    server = start_server("probe:app", "--workers", "2", "--loop", loop, "--log-level", "debug")
+    server = start_server(
+        "probe:app", "--workers", "2", "--loop", loop, "--log-level", "debug", *args
+    )
     workers = server.wait_workers(2)
 
     def found() -> bool:
@@ -59,10 +62,10 @@ def _read_response(sock: socket.socket) -> bytes:
     return body
 
 
-def _pool(port: int) -> list[socket.socket]:
-    """POOL connections opened at once (as a client's pool does), not one by one."""
+def _pool(port: int, n: int = POOL) -> list[socket.socket]:
+    """``n`` connections opened at once (as a client's pool does), not one by one."""
     socks = []
-    for _ in range(POOL):
+    for _ in range(n):
         sock = socket.socket()
         sock.setblocking(False)
         sock.connect_ex(("127.0.0.1", port))
@@ -120,6 +123,41 @@ def test_new_connections_per_request_are_shared(start_server: Start) -> None:
     assert sum(served.values()) == 8 * 40
     assert set(served) == set(workers)
     assert min(served.values()) >= 8 * 40 // 4, served  # each at least a quarter
+
+
+def test_a_worker_whose_loop_is_blocked_does_not_hold_up_accepting(
+    start_server: Start, tmp_path: Path
+) -> None:
+    """The other worker yields to a less loaded peer only while that peer runs: with its
+    loop blocked (--app-on-loop and a slow request), new clients are served by the other
+    worker (after at most 200 ms of waiting for it) before the block ends."""
+    pytest.importorskip("uvloop")
+    server, workers = _two_workers(start_server, "uvloop", "--app-on-loop")
+    assert server.port is not None
+    socks = _pool(server.port)
+    try:
+        for sock in socks:
+            sock.sendall(PID_REQUEST)
+        owner = {sock: int(_read_response(sock)) for sock in socks}
+        blocked = socks[0]
+        other = next(w for w in workers if w != owner[blocked])
+        started = tmp_path / "started"
+        blocked.sendall(
+            f"GET /slow?seconds=4&started={started} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+        )
+        wait_for(started.exists, what="the slow request to block its worker's loop")
+        more = _pool(server.port, 16)  # more than the slack: the other worker must yield
+        socks += more
+        for sock in more:
+            sock.sendall(PID_REQUEST)
+        assert {int(_read_response(sock)) for sock in more} == {other}
+        blocked.setblocking(False)
+        with pytest.raises(BlockingIOError):  # all that happened while it was blocked
+            blocked.recv(1)
+        server.wait_log(r"took no turn in \d+ ms: accepting without them")
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 @pytest.fixture(autouse=True)
