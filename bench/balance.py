@@ -21,7 +21,9 @@ requests from the workers' process titles ("1.2k req": about two significant dig
 for a ratio), so the old code, which knows nothing of this script, is measured the same way.
 
 The machine this runs on may be shared and noisy: a throughput ratio from one short run is
-a rough figure; the spreads are far less sensitive to noise. Linux only (/proc).
+a rough figure; the spreads are far less sensitive to noise. On a 2-CPU machine wrk itself
+takes most of a CPU, so ``2w/1w`` cannot approach 2 there; it says whether the second
+worker adds anything, not how far two cores scale. Linux only (/proc).
 """
 
 from __future__ import annotations
