@@ -221,3 +221,40 @@ def test_the_load_board_lies_outside_the_heartbeat_record(table: HeartbeatTable)
     assert table.slot(3).board().read(3) == (GROUP, 12, 5, 1)
     table.slot(3).clear()
     assert table.slot(3).board().read(3) == (0, 0, 0, 0)
+
+
+def test_a_worker_that_stops_while_it_yields_stays_stopped(table: HeartbeatTable) -> None:
+    """The end of a yield resumes reading only if the worker still accepts: a stop (or
+    the cap) during the pause must not be undone by it."""
+    loop = asyncio.new_event_loop()
+    listener = socket.create_server(("127.0.0.1", 0), backlog=16)
+    _worker(table, 1, tick=time.monotonic())
+    _load(table, 1, 0)  # an idle peer that never takes a turn: this one yields to it
+    gate = _gate(loop, listener, table, 0)
+    gate.refresh(time.monotonic())
+    clients = [socket.create_connection(listener.getsockname()) for _ in range(8)]
+    try:
+        gate.start()
+
+        async def until_yielding() -> None:
+            while not gate.yielding:
+                await asyncio.sleep(0)  # one loop turn at a time: the yield lasts 1 ms
+
+        loop.run_until_complete(asyncio.wait_for(until_yielding(), 10))
+        assert gate.pending + len(gate.connections) == slack(0)
+        gate.stop()
+        turns = gate.turns
+        loop.run_until_complete(asyncio.sleep(0.01))  # past the end of the yield
+        assert not any(acceptor.reading for acceptor in gate.acceptors)
+        assert gate.turns == turns  # its reader never ran again
+        assert table.slot(0).board().read(0)[3] == 0  # peers see it is not accepting
+    finally:
+        for conn in gate.connections:
+            conn.transport.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        for acceptor in gate.acceptors:
+            acceptor.listener.sock.close()
+        for client in clients:
+            client.close()
+        listener.close()
+        loop.close()
