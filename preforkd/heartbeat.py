@@ -16,6 +16,15 @@ a blocked event loop; the master sends it SIGABRT, which the handler installed b
 stack in the error log before the worker dies of it; SIGKILL follows if it is still
 there (stopped, or the handler itself stuck).
 
+The rest of each slot, outside the seqlock record, is the worker's *accepting load*
+(:class:`LoadBoard`): which listeners it accepts on, the connections it holds, how many
+times it has looked at its listeners (its "turns"), whether it is accepting at all.
+Workers write it as it changes (at each accept and close, not once per tick), and read
+each other's to share the load (``worker/balance.py``). Only the slot's owner writes it,
+the four 32-bit fields in one aligned 16-byte copy; a reader may see a value one change
+old, or fields from two successive writes, both harmless to an estimate of load: no
+seqlock.
+
 This module is neutral ground: the worker imports it, the master imports it, and it
 imports neither of them, not even for type checking (issue 11).
 """
@@ -43,7 +52,12 @@ METHOD_BYTES = 16
 PATH_BYTES = 160
 _RECORD = struct.Struct(f"=IIdQIIIIdd{METHOD_BYTES}s{PATH_BYTES}s{_BY_STATUS}Q{_HISTOGRAM}QdQQ")
 SLOT_SIZE = 512  # a whole number of cache lines per slot: workers never share one
-assert _RECORD.size <= SLOT_SIZE
+# listener group, connections (open + being started), turns (mod 2**32), accepting
+_LOAD = struct.Struct("=IIII")
+LOAD_OFFSET = SLOT_SIZE - _LOAD.size  # the end of the slot, after the seqlock record
+assert _RECORD.size <= LOAD_OFFSET
+_WORD = 4
+_SCAN_CHUNK = 64  # slots read at a time when looking for the used ones
 # Slots are handed out among *live* workers; a reload briefly doubles their number.
 DEFAULT_CAPACITY = 4096
 DRAINING = 1  # flags bit: the worker stopped accepting and is finishing its requests
@@ -120,6 +134,51 @@ class HeartbeatSlot:
     def clear(self) -> None:
         """Forget the previous owner (the master, before giving the slot to a new worker)."""
         self._memory[self._offset : self._offset + SLOT_SIZE] = bytes(SLOT_SIZE)
+
+    def sibling(self, index: int) -> HeartbeatSlot:
+        """Another slot of the same table (a worker reading its peers' heartbeats)."""
+        if not 0 <= index < len(self._memory) // SLOT_SIZE:
+            raise IndexError(f"heartbeat slot {index} out of range")
+        return HeartbeatSlot(self._memory, index)
+
+    def board(self) -> LoadBoard:
+        """The accepting load of every slot of this table."""
+        return LoadBoard(self._memory)
+
+
+class LoadBoard:
+    """The accepting load part of every slot (see the module's docstring)."""
+
+    def __init__(self, memory: mmap.mmap) -> None:
+        self._memory = memory
+
+    def publish(self, index: int, group: int, load: int, turns: int, accepting: bool) -> None:
+        """Write slot ``index``'s load (only the slot's owner calls this)."""
+        _LOAD.pack_into(
+            self._memory, index * SLOT_SIZE + LOAD_OFFSET,
+            group, load, turns & 0xFFFFFFFF, accepting,
+        )  # fmt: skip
+
+    def read(self, index: int) -> tuple[int, int, int, int]:
+        """(group, load, turns, accepting) of slot ``index``."""
+        return _LOAD.unpack_from(self._memory, index * SLOT_SIZE + LOAD_OFFSET)
+
+    def occupied(self) -> list[int]:
+        """Indexes of the slots that hold a worker's record (a non-zero pid)."""
+        # The master hands out the lowest free slot, so the slots ever used are a prefix
+        # of the table: stop at the first chunk of never-used ones instead of reading
+        # thousands of slots. (A slot is zeroed only just before its next worker writes
+        # it: never a whole chunk at once.)
+        found: list[int] = []
+        step = SLOT_SIZE // _WORD
+        with memoryview(self._memory) as raw, raw.cast("I") as words:
+            for first in range(0, len(words) // step, _SCAN_CHUNK):
+                with words[first * step + 1 : (first + _SCAN_CHUNK) * step : step] as pids:
+                    column = pids.tolist()
+                if not any(column):
+                    break
+                found.extend(first + i for i, pid in enumerate(column) if pid)
+        return found
 
 
 def _beat(fields: tuple[Any, ...]) -> Beat:

@@ -12,6 +12,12 @@ EMFILE/ENFILE logs one line (at most every :data:`EXHAUSTED_LOG_INTERVAL`) that 
 to raise, pauses accepting for :data:`EXHAUSTED_PAUSE` and then tries again, with no
 restart. When the worker stops, :meth:`Acceptor.sweep` takes what is still queued.
 
+With other workers on the same listeners, the :class:`~preforkd.worker.balance.Share`
+says how many of a batch this worker should take, so that the workers hold about as many
+connections each; when this worker is ahead it *yields* (stops reading for a moment) so
+the others can take their part (see ``worker/balance.py``). With one worker the accept
+path is the same as without it.
+
 The accepted socket becomes a transport through ``loop.connect_accepted_socket`` (TLS
 included), the same on asyncio's loops and uvloop.
 """
@@ -28,6 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from preforkd.worker.balance import YIELD_PAUSE, Share
 from preforkd.worker.connection import H1Protocol
 from preforkd.worker.proxied import ProxyProtocol, ProxyRefused
 from preforkd.worker.tls import ListenerSpec
@@ -83,12 +90,23 @@ class Acceptor:
 
     def _on_readable(self) -> None:
         gate = self.gate
-        for _ in range(ACCEPT_BATCH):
-            if gate.full:
-                gate.pause_all()
+        batch = ACCEPT_BATCH
+        if gate.peers:  # other workers accept here too: take our part only
+            gate.turns += 1
+            batch = gate.allowance()
+            if not batch:
+                gate.yield_to_peers()
                 return
-            if not self._accept_one(stopping=False):
-                return
+        try:
+            for _ in range(batch):
+                if gate.full:
+                    gate.pause_all()
+                    return
+                if not self._accept_one(stopping=False):
+                    return
+        finally:
+            if gate.peers:
+                gate.publish()
 
     def sweep(self) -> None:
         """Accept and serve everything queued on the listener, cap or not (the worker is
@@ -167,6 +185,7 @@ class Gate:
         connections: set[Any],
         cap: int,
         clock: Callable[[], float] = time.monotonic,
+        share: Share | None = None,
     ) -> None:
         self.loop = loop
         self.connections = connections
@@ -174,10 +193,16 @@ class Gate:
         self.clock = clock
         self.acceptors: list[Acceptor] = []
         self.pending = 0  # accepted, transport not made yet (a TLS handshake may take long)
+        self.turns = 0  # times we looked at the listeners with peers (they see us run)
+        self.share = share
+        # The live peers' slots (the Share's list, updated in place); empty: accept alone.
+        self.peers: list[int] = share.peers if share is not None else []
+        self.yielding = False
         self._settled: asyncio.Future[None] | None = None  # set when pending drops to 0
         self.paused_at_cap = False
         self.stopped = False
         self._exhausted_until = 0.0
+        self._resting = False  # in the pause after EMFILE/ENFILE
         self._last_exhausted_log = -EXHAUSTED_LOG_INTERVAL
         self._exhausted_since_log = 0
 
@@ -185,14 +210,21 @@ class Gate:
     def full(self) -> bool:
         return len(self.connections) + self.pending >= self.cap
 
+    @property
+    def accepting(self) -> bool:
+        """Taking connections, or about to (a yield is a pause of a millisecond)."""
+        return not (self.stopped or self.paused_at_cap or self._resting)
+
     def start(self) -> None:
         for acceptor in self.acceptors:
             acceptor.resume()
+        self.publish()
 
     def stop(self) -> None:
         self.stopped = True
         for acceptor in self.acceptors:
             acceptor.pause()
+        self.publish()  # at once: no peer may yield to a worker that has stopped
 
     def pause_all(self) -> None:
         if not self.paused_at_cap:
@@ -202,6 +234,40 @@ class Gate:
             )
         for acceptor in self.acceptors:
             acceptor.pause()
+        self.publish()
+
+    # --- sharing with the other workers (worker/balance.py) -----------------------------
+
+    def publish(self) -> None:
+        """Show the peers our load as it is now."""
+        if self.share is not None:
+            load = len(self.connections) + self.pending
+            self.share.publish(load, self.turns, self.accepting)
+
+    def refresh(self, now: float) -> None:
+        """From the ticker: find the peers again, and publish (a peer may be new)."""
+        if self.share is not None:
+            self.share.refresh(now)
+            self.publish()
+
+    def allowance(self) -> int:
+        """Connections to accept in this batch; 0: yield to less loaded peers."""
+        assert self.share is not None
+        return self.share.allowance(len(self.connections) + self.pending, ACCEPT_BATCH)
+
+    def yield_to_peers(self) -> None:
+        """Stop reading the listeners for YIELD_PAUSE: less loaded peers take what comes."""
+        if not self.yielding:
+            self.yielding = True
+            for acceptor in self.acceptors:
+                acceptor.pause()
+            self.loop.call_later(YIELD_PAUSE, self._after_yield)
+
+    def _after_yield(self) -> None:
+        self.yielding = False
+        if self.accepting:
+            for acceptor in self.acceptors:
+                acceptor.resume()
 
     def started_one(self) -> None:
         """A connection got its transport (or failed to): it is counted where it belongs."""
@@ -220,12 +286,16 @@ class Gate:
     def check(self) -> None:
         """Resume accepting if it was paused at the cap and is under it now (called when
         a connection closes or fails to start)."""
+        if self.peers:
+            self.publish()
         if self.paused_at_cap and not self.full and not self.stopped:
             if self.clock() < self._exhausted_until:
                 return  # the EMFILE pause resumes by itself
             self.paused_at_cap = False
-            for acceptor in self.acceptors:
-                acceptor.resume()
+            if not self.yielding:
+                for acceptor in self.acceptors:
+                    acceptor.resume()
+            self.publish()
 
     def exhausted(self, exc: OSError) -> None:
         """accept() failed for want of descriptors (or kernel memory): pause, say so."""
@@ -244,11 +314,14 @@ class Gate:
             self._last_exhausted_log = now
             self._exhausted_since_log = 0
         self._exhausted_until = now + EXHAUSTED_PAUSE
+        self._resting = True
         for acceptor in self.acceptors:
             acceptor.pause()
+        self.publish()
         self.loop.call_later(EXHAUSTED_PAUSE, self._after_exhausted)
 
     def _after_exhausted(self) -> None:
+        self._resting = False
         if self.stopped:
             return
         if self.full:
@@ -256,3 +329,4 @@ class Gate:
             return
         for acceptor in self.acceptors:
             acceptor.resume()
+        self.publish()

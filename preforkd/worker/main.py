@@ -138,6 +138,7 @@ def _serve(spec: WorkerSpec, app: WSGIApp, loop: asyncio.AbstractEventLoop) -> i
         handshake_timeout=cfg.handshake_timeout,
         worker_connections=cfg.worker_connections,
         proxy=ProxyProtocol(state.proxy, cfg.header_timeout) if cfg.proxy_protocol else None,
+        heartbeat=spec.heartbeat,
     )
     _check_open_file_limit(cfg.worker_connections)
 

@@ -12,7 +12,9 @@ import sys
 import time
 from collections.abc import Callable
 
+from preforkd.heartbeat import HeartbeatSlot
 from preforkd.worker.accept import Acceptor, Gate
+from preforkd.worker.balance import Share, listener_group
 from preforkd.worker.connection import H1Protocol, listening_for
 from preforkd.worker.proxied import ProxyProtocol
 from preforkd.worker.state import WorkerState
@@ -23,6 +25,9 @@ log = logging.getLogger("preforkd.worker")
 MAX_TICK = 1.0  # the ticker refreshes clocks and checks deadlines at least this often
 MIN_TICK = 0.05
 DRAIN_TICK = 0.05
+# The workers of a generation start together: look for peers at 10, 20, 40... ms after
+# start, not only each tick, so a burst soon after start is shared too.
+EARLY_REFRESH = 0.01
 # How much earlier than the master's SIGKILL a draining worker gives up by itself: a
 # tenth of --graceful-timeout, at most one second (the time to log, close and exit).
 DRAIN_MARGIN_MAX = 1.0
@@ -48,6 +53,7 @@ class Server:
         handshake_timeout: float = 10.0,
         worker_connections: int = 1000,
         proxy: ProxyProtocol | None = None,
+        heartbeat: HeartbeatSlot | None = None,
     ) -> None:
         self.loop = loop
         self.proxy = proxy
@@ -57,7 +63,11 @@ class Server:
         self.master_pid = master_pid
         self.max_requests = max_requests
         self.handshake_timeout = handshake_timeout
-        self.gate = Gate(loop, state.connections, worker_connections, state.clock)
+        # With a heartbeat table the workers see each other's load and share it.
+        share = None
+        if heartbeat is not None:
+            share = Share(heartbeat, listener_group(spec.sock for spec in listeners))
+        self.gate = Gate(loop, state.connections, worker_connections, state.clock, share)
         state.on_connection_closed = self.gate.check
         self._stop_requested: asyncio.Future[bool] = loop.create_future()  # True: graceful
         self._drained: asyncio.Future[None] | None = None
@@ -80,8 +90,10 @@ class Server:
                 self.proxy,
             )
             self.gate.acceptors.append(acceptor)
+        self.gate.refresh(time.monotonic())  # the workers already serving share with us
         self.gate.start()
         self.loop.call_later(self.tick_interval, self._tick)
+        self.loop.call_later(EARLY_REFRESH, self._refresh_early, EARLY_REFRESH)
 
     def _protocol_factory(self, listener: ListenerSpec) -> Callable[[], H1Protocol]:
         state = self.state
@@ -208,11 +220,19 @@ class Server:
         if state.on_tick is not None:
             state.on_tick()
         now = state.now
+        self.gate.refresh(now)
         for conn in list(state.connections):
             conn.check_deadline(now)
         if os.getppid() != self.master_pid and not self._stop_requested.done():
             log.warning("The master (pid %d) is gone; stopping", self.master_pid)
             self.stop(True)
+
+    def _refresh_early(self, delay: float) -> None:
+        if self.gate.stopped:
+            return
+        self.gate.refresh(time.monotonic())
+        if delay * 2 < self.tick_interval:
+            self.loop.call_later(delay * 2, self._refresh_early, delay * 2)
 
     def _check_max_requests(self) -> None:
         if self.state.requests_served >= self.max_requests and not self._stop_requested.done():
