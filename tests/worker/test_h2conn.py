@@ -284,6 +284,7 @@ def test_paused_transport_blocks_writers_and_pauses_reading() -> None:
         h.proto.pause_writing()  # the transport is over its high-water mark
         assert not h.transport.reading, "a client that does not read cannot make us queue"
         sid = h.request("/")
+        await h.until(lambda: produced == [0], ack=False)
         for _ in range(50):
             await asyncio.sleep(0.001)
         assert produced == [0], "the app waits while the transport is paused"
