@@ -47,6 +47,11 @@ log = logging.getLogger("preforkd.worker")
 
 STREAM_HIGH_WATER = 64 * 1024  # queued response bytes per stream before the app waits
 SHUTDOWN_ACK_TIMEOUT = 1.0  # RFC 9113 §6.8: a round trip or two for the first GOAWAY
+# After the final GOAWAY the connection half-closes and reads (and drops) what the client
+# still sends, until it closes or this many seconds pass. Closing a socket with unread
+# bytes makes the kernel answer RST, which can destroy the GOAWAY before the client reads
+# it: the client then cannot tell which of its streams were processed (RFC 9113 §6.8).
+LINGER_TIMEOUT = 2.0
 _ERROR_BODY = b"Internal Server Error\n"
 _ERROR_HEADERS = [("content-type", "text/plain"), ("content-length", str(len(_ERROR_BODY)))]
 
@@ -161,6 +166,8 @@ class H2Protocol(asyncio.Protocol):
         self._last_received = state.clock()
         self._headers_since: float | None = None
         self._drain_started: float | None = None
+        self._linger_since: float | None = None  # the final GOAWAY is out; reading to EOF
+        self._transport_closed = False
 
     # --- taking over a transport from H1Protocol (ALPN, preface or Upgrade) --------------
     def adopt(self, transport: asyncio.Transport) -> None:
@@ -171,9 +178,12 @@ class H2Protocol(asyncio.Protocol):
 
     def start(self, initial: bytes = b"") -> None:
         self.core.initiate()
-        self._flush()
         if initial:
+            # The client's first requests usually come with its preface: take them before
+            # the first flush, which ends a drain at once if no stream is open.
             self.data_received(initial)
+        else:
+            self._flush()
 
     def start_upgrade(
         self, settings_header: str, request: Request, body: bytes, initial: bytes
@@ -216,7 +226,7 @@ class H2Protocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.closed = self._transport_closed = True
         state = self.state
         state.connections.discard(self)
         if state.on_connection_closed is not None:
@@ -307,8 +317,10 @@ class H2Protocol(asyncio.Protocol):
             if self._drain_started is not None and self._quiet():
                 self._goaway_and_close()
                 return
-        if self.core.closed or self.core.done:
+        if self.core.closed:
             self.close()
+        elif self.core.done:  # the final GOAWAY is out and every stream is over
+            self._linger()
 
     def _quiet(self) -> bool:
         """No stream left: every app call is done and every response fully framed."""
@@ -334,9 +346,22 @@ class H2Protocol(asyncio.Protocol):
         self.close()
 
     def close(self) -> None:
-        if not self.closed and self.transport is not None:
-            self.closed = True
+        if not self._transport_closed and self.transport is not None:
+            self.closed = self._transport_closed = True
             self.transport.close()
+
+    def _linger(self) -> None:
+        """After the final GOAWAY: half-close, then read and drop until the client closes
+        (eof_received) or LINGER_TIMEOUT passes (check_deadline)."""
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        self.closed = True  # nothing more is written or dispatched
+        self._linger_since = self.state.clock()
+        if transport.can_write_eof():
+            transport.write_eof()  # after what is buffered: the client reads the GOAWAY
+        if not transport.is_reading():
+            transport.resume_reading()  # paused by pause_writing: we must see the EOF
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -357,15 +382,18 @@ class H2Protocol(asyncio.Protocol):
 
     def _goaway_and_close(self) -> None:
         """Nothing in flight and everything framed: the final GOAWAY (RFC 9113 §6.8), so it
-        follows the last DATA frame, then close."""
+        follows the last DATA frame, then a lingering close."""
         self.core.finish_graceful_shutdown()
         data = self.core.data_to_send()
         if data and self.transport is not None:
             self.transport.write(data)
-        self.close()
+        self._linger()
 
     def check_deadline(self, now: float) -> None:
         if self.closed:
+            lingering = self._linger_since
+            if lingering is not None and now - lingering > LINGER_TIMEOUT:
+                self.close()
             return
         settings = self.state.settings
         peer = (self.info.remote_addr if self.info else "?") or "unix socket"

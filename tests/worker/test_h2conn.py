@@ -522,6 +522,61 @@ def test_drain_finishes_streams_in_flight_then_sends_the_final_goaway() -> None:
     run(scenario)
 
 
+def test_connection_accepted_while_draining_serves_the_streams_in_its_first_bytes() -> None:
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        h = Harness(loop, hello, draining=True)
+        sid, data = h.request_bytes("/first")
+        h.client.initiate_connection()
+        preface = h.client.data_to_send()
+        # The preface and the first request arrive in the read that started HTTP/2.
+        h.proto.start(preface + data)
+        await h.until(lambda: h.goaways)
+        assert h.responses[sid].status == 200, "the stream the client sent was dropped"
+        assert h.goaways[-1].last_stream_id == sid
+
+    run(scenario)
+
+
+def test_final_goaway_is_followed_by_a_lingering_close_not_a_reset() -> None:
+    """Closing a socket with unread bytes makes the kernel send RST, which can destroy the
+    GOAWAY before the client reads it: the client then cannot tell which of its streams
+    were processed. So the worker half-closes and reads until the client closes."""
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        h = Harness(loop, hello)
+        h.open()
+        sid = h.request("/")
+        await h.until(lambda: h.done(sid))
+        h.state.draining = True
+        h.proto.drain()
+        h.pump()
+        assert [g.last_stream_id for g in h.goaways] == [sid]
+        assert h.transport.eof_written and not h.transport.closed
+        # The client's request crossed the GOAWAY: read and dropped, no RST.
+        # (raw: the h2 client sends nothing after a GOAWAY; HEADERS, stream 3, ":method GET")
+        h.proto.data_received(b"\x00\x00\x01\x01\x05\x00\x00\x00\x03\x82")
+        assert not h.transport.closed
+        assert h.proto.eof_received() is False  # the client closed: the transport closes
+        h.proto.connection_lost(None)
+        assert h.proto not in h.state.connections
+
+    run(scenario)
+
+
+def test_lingering_close_ends_by_itself() -> None:
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        h = Harness(loop, hello)
+        h.open()
+        h.state.draining = True
+        h.proto.drain()
+        h.pump()
+        assert h.goaways and not h.transport.closed
+        h.proto.check_deadline(h.state.clock() + 60)
+        assert h.transport.closed
+
+    run(scenario)
+
+
 def test_drain_of_a_connection_that_never_goes_quiet_uses_the_two_step_goaway() -> None:
     gate = threading.Event()
 
