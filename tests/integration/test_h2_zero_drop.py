@@ -1,8 +1,9 @@
 """HTTP/2 clients lose nothing across reloads, upgrades and recycling (issue 10).
 
-A draining worker tells each HTTP/2 client with the two-step GOAWAY of RFC 9113 §6.8
-(GOAWAY 2^31-1 and a PING, then the final GOAWAY naming the last stream it took) and
-finishes every stream at or below it. :class:`H2Load` behaves as a client should: no new
+A draining worker finishes every HTTP/2 stream it took, then sends the final GOAWAY of
+RFC 9113 §6.8 naming the last of them (the two-step GOAWAY only for a connection that
+never goes quiet: see README "TLS and HTTP/2") and closes lingering, so the GOAWAY is
+read. :class:`H2Load` behaves as a client should: no new
 stream on a connection after its GOAWAY, streams above the last id sent again on a new
 connection. Any stream the server took and did not answer is a failure.
 """
