@@ -68,15 +68,18 @@ class Exchange(Channel):
     conn: H1Protocol
 
     def __init__(self, conn: H1Protocol, request: Request, framer: ResponseFramer) -> None:
+        # Channel.__init__'s fields, assigned here: one call fewer per request on the
+        # HTTP/1.1 hot path (measured with bench/channel_micro.py).
         state = conn.state
-        Channel.__init__(
-            self,
-            conn,
-            request,
+        self.conn = conn
+        self.request = request
+        self.input = (
             InputStream(state.call_soon_threadsafe, self._on_consumed, state.settings.body_buffer)
             if request.has_body
-            else EMPTY_INPUT,
+            else EMPTY_INPUT
         )
+        self.cycle = None
+        self.head_sent = self.continue_sent = self.finished = False
         self.framer = framer
         self.body_complete = not request.has_body
 
