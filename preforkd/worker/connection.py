@@ -11,6 +11,8 @@ Reading is paused for two reasons, tracked separately: the body buffer is full (
 reads slower than the client sends), or requests are waiting behind the current one.
 Writing backpressure comes from the transport (pause_writing/resume_writing): an app
 thread's handoff is acknowledged only once the transport is below its high-water mark.
+:class:`Exchange` is the response channel shared with HTTP/2 (worker/channel.py, with
+its ``WriteFlow``) plus HTTP/1.1's framing.
 
 Timeouts: one deadline per connection, checked by the worker's ticker: the header timeout
 while a request head is arriving (slowloris), the keep-alive timeout while idle.
@@ -32,7 +34,6 @@ from typing import Any
 from preforkd.errors import (
     BadRequestBody,
     ClientDisconnected,
-    LocalProtocolError,
     RemoteProtocolError,
 )
 from preforkd.proto.events import ConnectionClosed, Data, EndOfMessage, Event, Request
@@ -46,6 +47,7 @@ from preforkd.proto.negotiate import (
     is_http1_request,
     valid_http2_settings,
 )
+from preforkd.worker.channel import Channel, WriteFlow, abort_if_not_reading
 from preforkd.worker.state import WorkerState
 from preforkd.wsgi.bridge import Head, WSGICycle
 from preforkd.wsgi.environ import ConnectionInfo, build_environ, environ_template
@@ -56,69 +58,48 @@ log = logging.getLogger("preforkd.worker")
 _IDLE, _HEAD, _BUSY = 0, 1, 2  # what the connection's deadline is guarding
 
 
-class Exchange:
-    """One request and its response on an HTTP/1.1 connection (the ResponseChannel)."""
+class Exchange(Channel):
+    """One request and its response on an HTTP/1.1 connection: the response channel
+    (worker/channel.py) with HTTP/1.1 framing. Responses go out in request order, so at
+    most one exchange per connection is writing."""
 
-    __slots__ = (
-        "body_complete",
-        "conn",
-        "continue_sent",
-        "cycle",
-        "framer",
-        "input",
-        "request",
-        "response_complete",
-        "response_started",
-    )
+    __slots__ = ("body_complete", "framer")
+
+    conn: H1Protocol
 
     def __init__(self, conn: H1Protocol, request: Request, framer: ResponseFramer) -> None:
+        # Channel.__init__'s fields, assigned here: one call fewer per request on the
+        # HTTP/1.1 hot path (measured with bench/channel_micro.py).
+        state = conn.state
         self.conn = conn
         self.request = request
-        self.framer = framer
-        state = conn.state
-        self.body_complete = not request.has_body
         self.input = (
             InputStream(state.call_soon_threadsafe, self._on_consumed, state.settings.body_buffer)
             if request.has_body
             else EMPTY_INPUT
         )
-        self.response_started = False
-        self.response_complete = False
-        self.continue_sent = False
-        self.cycle: WSGICycle | None = None
+        self.cycle = None
+        self.head_sent = self.continue_sent = self.finished = False
+        self.framer = framer
+        self.body_complete = not request.has_body
 
-    # --- ResponseChannel (loop thread) --------------------------------------------------
     @property
     def can_sendfile(self) -> bool:
         return self.conn.can_sendfile
 
-    def send(
-        self, head: Head | None, body: Sequence[bytes], end: bool, done: Callable[[], None] | None
-    ) -> None:
-        conn = self.conn
-        if conn.closed:
-            self._gone(done)
-            return
+    def _transmit(self, head: Head | None, body: Sequence[bytes], end: bool) -> None:
         framer = self.framer
-        try:
-            parts = [framer.head(head[0], head[1])] if head is not None else []
-        except LocalProtocolError as exc:
-            log.error("Invalid response to %s: %s", self._describe(), exc)
-            self.fail(False)
-            self._gone(done)
-            return
-        self.response_started = True
+        parts = [framer.head(head[0], head[1])] if head is not None else []
+        self.head_sent = True
         for chunk in body:
             framed = framer.body(chunk)
             if framed:
                 parts.append(framed)
         if end:
             parts.append(framer.end())
-        conn.write(parts)
+        self.conn.write(parts)
         if end:
-            conn.response_complete(self)
-        if done is not None:
-            conn.when_writable(done)
+            self.conn.response_complete(self)
 
     def send_file(
         self, head: Head | None, fd: int, offset: int, count: int, done: Callable[[], None]
@@ -135,37 +116,26 @@ class Exchange:
 
     def fail(self, head_sent: bool) -> None:
         conn = self.conn
-        self.response_complete = True
         if conn.closed:
+            self.finished = True
             return
-        if head_sent or self.response_started:
+        if head_sent or self.head_sent:
+            self.finished = True
             conn.close()  # the client sees a truncated response, not a wrong one
             return
         status = conn.protocol_error.status if conn.protocol_error else 500
         conn.write([error_response(status, conn.state.date_header)])
         conn.response_complete(self, keep_alive=False)
 
-    # --- helpers ------------------------------------------------------------------------
-    def _gone(self, done: Callable[[], None] | None) -> None:
-        if self.cycle is not None:
-            self.cycle.disconnect()
-        if done is not None:
-            done()
-
     def _on_consumed(self, nbytes: int) -> None:
         """The app consumed body bytes (or is waiting for the first ones)."""
         conn = self.conn
         if conn.closed or conn.current is not self:
             return
-        if self.request.expect_continue and not self.continue_sent and not self.response_started:
-            # RFC 9110 §10.1.1: 100 only once the app actually asks for the body.
-            self.continue_sent = True
+        if self._continue_due():
             conn.write([CONTINUE_RESPONSE])
         if self.input.buffered <= conn.state.settings.body_buffer // 2:
             conn.resume_reading("body")
-
-    def _describe(self) -> str:
-        return f"{self.request.method} {self.request.target}"
 
 
 class H1Protocol(asyncio.Protocol):
@@ -186,9 +156,7 @@ class H1Protocol(asyncio.Protocol):
         self.current: Exchange | None = None
         self._pending: deque[Event] = deque()
         self._read_pauses: set[str] = set()
-        self._write_paused = False
-        self._write_waiters: list[Callable[[], None]] = []
-        self._write_paused_since: float | None = None
+        self.flow = WriteFlow()
         self.closed = False
         self.can_sendfile = False
         self.protocol_error: RemoteProtocolError | None = None
@@ -392,19 +360,17 @@ class H1Protocol(asyncio.Protocol):
         if current is not None:
             if not current.body_complete:
                 current.input.feed_error(ClientDisconnected("client closed the connection"))
-            if current.cycle is not None and not current.response_complete:
+            if current.cycle is not None and not current.finished:
                 current.cycle.disconnect()
         self._pending.clear()
-        self._release_writers()
+        self.flow.release_all()
 
     def pause_writing(self) -> None:
-        self._write_paused = True
-        self._write_paused_since = self.state.clock()
+        self.flow.pause(self.state.clock())
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        self._write_paused_since = None
-        self._release_writers()
+        self.flow.resume()
+        self.flow.release()
 
     # --- events ---------------------------------------------------------------------------
     def _dispatch(self, event: Event) -> None:
@@ -428,11 +394,11 @@ class H1Protocol(asyncio.Protocol):
         elif type(event) is EndOfMessage:
             current.body_complete = True
             current.input.feed_eof()
-            if current.response_complete:
+            if current.finished:
                 self._next()
 
     def _on_body(self, current: Exchange, data: bytes) -> None:
-        if current.response_complete:
+        if current.finished:
             # The app answered without reading the whole body: drain it, within reason.
             self._discarded += len(data)
             if self._discarded > self.state.settings.max_discard:
@@ -467,13 +433,8 @@ class H1Protocol(asyncio.Protocol):
 
     def response_complete(self, exchange: Exchange, keep_alive: bool | None = None) -> None:
         """The last bytes of ``exchange``'s response are written (loop thread)."""
-        exchange.response_complete = True
-        exchange.cycle = None  # break exchange <-> cycle <-> input cycles: freed by refcount
-        exchange.input.detach()
         state = self.state
-        state.requests_served += 1
-        if state.on_request_done is not None:
-            state.on_request_done()
+        exchange.complete(state)
         if keep_alive is None:
             keep_alive = exchange.framer.keep_alive
         if self.protocol_error is not None and not self._pending and keep_alive:
@@ -557,16 +518,12 @@ class H1Protocol(asyncio.Protocol):
         elif parts:
             transport.write(b"".join(parts))
 
-    def when_writable(self, callback: Callable[[], None]) -> None:
-        if self._write_paused and not self.closed:
-            self._write_waiters.append(callback)
+    def when_writable(self, exchange: Exchange, done: Callable[[], None]) -> None:
+        """Wake the app thread once the transport takes more (worker/channel.py)."""
+        if self.flow.paused and not self.closed:
+            self.flow.wait(exchange, done)
         else:
-            callback()
-
-    def _release_writers(self) -> None:
-        waiters, self._write_waiters = self._write_waiters, []
-        for callback in waiters:
-            callback()
+            done()
 
     def pause_reading(self, reason: str) -> None:
         if not self._read_pauses and self.transport is not None and not self.closed:
@@ -619,12 +576,7 @@ class H1Protocol(asyncio.Protocol):
             self.deadline = None
 
     def check_deadline(self, now: float) -> None:
-        paused_since = self._write_paused_since
-        if paused_since is not None and now - paused_since > self.state.settings.send_timeout:
-            peer = self.info.remote_addr if self.info else "?"
-            log.info("Client %s took no data for %.0fs; aborting", peer or "unix socket",
-                     now - paused_since)  # fmt: skip
-            self.abort()
+        if self.flow.paused and abort_if_not_reading(self, now):
             return
         if self.deadline is None or now < self.deadline or self.closed:
             return
@@ -642,7 +594,7 @@ class H1Protocol(asyncio.Protocol):
         not framed yet; an idle connection ends at its keep-alive or header deadline, well
         within the graceful timeout."""
         current = self.current
-        if current is not None and not current.response_started:
+        if current is not None and not current.head_sent:
             current.request.keep_alive = False
 
 

@@ -2,11 +2,12 @@
 
 Theory of operation. Every stream's request runs its WSGI call on the worker's thread
 pool, so the streams of one connection are served in parallel. Each stream is an
-:class:`H2Stream`, the bridge's ResponseChannel: the app thread's output is queued in the
-core, which frames it fairly across streams within the flow-control windows. An app
-thread's write is acknowledged only while its stream has less than ``STREAM_HIGH_WATER``
-bytes queued and the transport is not paused, so a client that reads slowly (or keeps its
-window shut) slows only its own streams. Request bodies flow into a bounded InputStream
+:class:`H2Stream`, the response channel shared with HTTP/1.1 (worker/channel.py) with the
+core's framing: the app thread's output is queued in the core, which frames it fairly
+across streams within the flow-control windows. An app thread's write is acknowledged
+(``WriteFlow``) only while its stream has less than ``STREAM_HIGH_WATER`` bytes queued
+and the transport is not paused, so a client that reads slowly (or keeps its window
+shut) slows only its own streams. Request bodies flow into a bounded InputStream
 per stream, and the core reopens the receive window only as the app consumes them.
 
 Output is flushed once per loop iteration (``_schedule_flush``), so the frames of many
@@ -26,7 +27,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from preforkd.errors import ClientDisconnected, LocalProtocolError, RemoteProtocolError
+from preforkd.errors import ClientDisconnected, RemoteProtocolError
 from preforkd.proto.events import (
     ConnectionClosed,
     Data,
@@ -36,6 +37,7 @@ from preforkd.proto.events import (
     StreamReset,
 )
 from preforkd.proto.h2 import ErrorCodes, H2Connection, H2Settings
+from preforkd.worker.channel import Channel, WriteFlow, abort_if_not_reading
 from preforkd.worker.state import WorkerState
 from preforkd.wsgi.bridge import Head, WSGICycle
 from preforkd.wsgi.environ import ConnectionInfo, build_environ
@@ -45,62 +47,54 @@ log = logging.getLogger("preforkd.worker")
 
 STREAM_HIGH_WATER = 64 * 1024  # queued response bytes per stream before the app waits
 SHUTDOWN_ACK_TIMEOUT = 1.0  # RFC 9113 §6.8: a round trip or two for the first GOAWAY
+# After the final GOAWAY the connection half-closes and reads (and drops) what the client
+# still sends, until it closes or this many seconds pass. Closing a socket with unread
+# bytes makes the kernel answer RST, which can destroy the GOAWAY before the client reads
+# it: the client then cannot tell which of its streams were processed (RFC 9113 §6.8).
+LINGER_TIMEOUT = 2.0
 _ERROR_BODY = b"Internal Server Error\n"
 _ERROR_HEADERS = [("content-type", "text/plain"), ("content-length", str(len(_ERROR_BODY)))]
 
 
-class H2Stream:
-    """One request/response on an HTTP/2 connection (the bridge's ResponseChannel)."""
+class H2Stream(Channel):
+    """One request/response on an HTTP/2 connection: the response channel
+    (worker/channel.py) with the core's framing. Output is queued in the core, which
+    frames it across streams within the flow-control windows."""
 
-    __slots__ = ("conn", "continue_sent", "cycle", "finished", "head_sent", "input", "request")
+    __slots__ = ()
 
+    conn: H2Protocol
     can_sendfile = False
 
     def __init__(self, conn: H2Protocol, request: Request, window: int) -> None:
-        self.conn = conn
-        self.request = request
         # Buffered body is bounded by the stream's receive window: the core reopens it
         # only as the app consumes (on_consumed), so ``window`` is just the report pace.
-        self.input = (
+        Channel.__init__(
+            self,
+            conn,
+            request,
             InputStream(conn.state.call_soon_threadsafe, self.on_consumed, window)
             if request.has_body
-            else EMPTY_INPUT
+            else EMPTY_INPUT,
         )
-        self.cycle: WSGICycle | None = None
-        self.head_sent = False
-        self.continue_sent = False
-        self.finished = False  # the app's last send (or fail) has reached us
 
     @property
     def stream_id(self) -> int:
         return self.request.stream_id
 
-    def send(
-        self, head: Head | None, body: Sequence[bytes], end: bool, done: Callable[[], None] | None
-    ) -> None:
-        conn, core, sid = self.conn, self.conn.core, self.request.stream_id
-        if conn.closed or self.finished:
-            self._gone(done)
-            return
-        try:
-            if head is not None:
-                core.send_response(sid, head[0], head[1], end_stream=end and not body)
-                self.head_sent = True
-            last = len(body) - 1
-            for i, chunk in enumerate(body):
-                core.send_data(sid, chunk, end_stream=end and i == last)
-            if end and head is None and not body:
-                core.send_data(sid, b"", end_stream=True)
-        except LocalProtocolError as exc:
-            log.error("Invalid response to %s: %s", self.request.target, exc)
-            self.fail(self.head_sent)
-            self._gone(done)
-            return
+    def _transmit(self, head: Head | None, body: Sequence[bytes], end: bool) -> None:
+        core, sid = self.conn.core, self.request.stream_id
+        if head is not None:
+            core.send_response(sid, head[0], head[1], end_stream=end and not body)
+            self.head_sent = True
+        last = len(body) - 1
+        for i, chunk in enumerate(body):
+            core.send_data(sid, chunk, end_stream=end and i == last)
+        if end and head is None and not body:
+            core.send_data(sid, b"", end_stream=True)
         if end:
             self._finish()
-        conn.schedule_flush()
-        if done is not None:
-            conn.when_writable(self, done)
+        self.conn.schedule_flush()
 
     def send_file(
         self, head: Head | None, fd: int, offset: int, count: int, done: Callable[[], None]
@@ -131,30 +125,19 @@ class H2Stream:
             else:
                 self.conn.core.reset_stream(self.request.stream_id)
             self._finish()
-        self.conn.release_waiters(self)
+        self.conn.flow.release_key(self)
 
     def _finish(self) -> None:
-        self.finished = True
+        self.complete(self.conn.state)
         self.conn.stream_finished(self)
-        self.cycle = None  # break stream <-> cycle <-> input cycles: freed by refcount
-        self.input.detach()
-
-    def _gone(self, done: Callable[[], None] | None) -> None:
-        if self.cycle is not None:
-            self.cycle.disconnect()
-        if done is not None:
-            done()
 
     def on_consumed(self, nbytes: int) -> None:
         """The app consumed body bytes (loop thread): reopen the windows that much."""
         conn, core, sid = self.conn, self.conn.core, self.request.stream_id
         if conn.closed:
             return
-        if self.request.expect_continue and not self.continue_sent and not self.head_sent:
-            # RFC 9110 §10.1.1: 100 only once the app actually asks for the body.
-            self.continue_sent = True
-            if core.stream_open(sid):
-                core.send_response(sid, "100 Continue", [])
+        if self._continue_due() and core.stream_open(sid):
+            core.send_response(sid, "100 Continue", [])
         if nbytes:
             core.acknowledge_received_data(sid, nbytes)
         conn.schedule_flush()
@@ -177,14 +160,14 @@ class H2Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, H2Stream] = {}
         self.closed = False
-        self._write_paused = False
-        self._write_paused_since: float | None = None
-        self._waiters: list[tuple[H2Stream, Callable[[], None]]] = []
+        self.flow = WriteFlow()
         self._flush_scheduled = False
         self._idle_since: float | None = state.clock()
         self._last_received = state.clock()
         self._headers_since: float | None = None
         self._drain_started: float | None = None
+        self._linger_since: float | None = None  # the final GOAWAY is out; reading to EOF
+        self._transport_closed = False
 
     # --- taking over a transport from H1Protocol (ALPN, preface or Upgrade) --------------
     def adopt(self, transport: asyncio.Transport) -> None:
@@ -195,9 +178,12 @@ class H2Protocol(asyncio.Protocol):
 
     def start(self, initial: bytes = b"") -> None:
         self.core.initiate()
-        self._flush()
         if initial:
+            # The client's first requests usually come with its preface: take them before
+            # the first flush, which ends a drain at once if no stream is open.
             self.data_received(initial)
+        else:
+            self._flush()
 
     def start_upgrade(
         self, settings_header: str, request: Request, body: bytes, initial: bytes
@@ -240,26 +226,24 @@ class H2Protocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.closed = self._transport_closed = True
         state = self.state
         state.connections.discard(self)
         if state.on_connection_closed is not None:
             state.on_connection_closed()
         for stream in list(self.streams.values()):
             stream.abandon(None)
-        self._release_all()
+        self.flow.release_all()
 
     def pause_writing(self) -> None:
         # Reading pauses too: a client that does not read cannot make us queue replies
         # (PING and SETTINGS acknowledgements) without bound.
-        self._write_paused = True
-        self._write_paused_since = self.state.clock()
+        self.flow.pause(self.state.clock())
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        self._write_paused_since = None
+        self.flow.resume()
         if self.transport is not None and not self.closed:
             self.transport.resume_reading()
         self._flush()
@@ -306,15 +290,11 @@ class H2Protocol(asyncio.Protocol):
         state.submit(stream.cycle)
 
     def stream_finished(self, stream: H2Stream) -> None:
-        """The app is done with ``stream`` (ended, failed or abandoned)."""
+        """The app is done with ``stream`` (ended, failed or abandoned; counted)."""
         if self.streams.pop(stream.stream_id, None) is None:
             return
-        state = self.state
-        state.requests_served += 1
-        if state.on_request_done is not None:
-            state.on_request_done()
         if not self.streams:
-            self._idle_since = state.clock()
+            self._idle_since = self.state.clock()
             if self._drain_started is not None:
                 self.schedule_flush()  # the flush ends the drain once everything is framed
 
@@ -328,55 +308,35 @@ class H2Protocol(asyncio.Protocol):
         self._flush_scheduled = False
         if self.closed or self.transport is None:
             return
-        if not self._write_paused:
+        if not self.flow.paused:
             self.core.date_header = self.state.date_header
             data = self.core.data_to_send()
             if data:
                 self.transport.write(data)
-            self._release_ready()
+            self.flow.release(self._may_write)
             if self._drain_started is not None and self._quiet():
                 self._goaway_and_close()
                 return
-        if self.core.closed or self.core.done:
+        if self.core.closed:
             self.close()
+        elif self.core.done:  # the final GOAWAY is out and every stream is over
+            self._linger()
 
     def _quiet(self) -> bool:
         """No stream left: every app call is done and every response fully framed."""
         return not self.streams and self.core.open_streams == 0
 
     def when_writable(self, stream: H2Stream, done: Callable[[], None]) -> None:
-        if self.closed or (
-            not self._write_paused
-            and self.core.stream_buffered(stream.stream_id) < STREAM_HIGH_WATER
-        ):
+        """Wake the app thread once the transport takes more and its stream has less than
+        STREAM_HIGH_WATER queued (worker/channel.py): a client that keeps one stream's
+        window shut slows only that stream's writer."""
+        if self.closed or (not self.flow.paused and self._may_write(stream)):
             done()
         else:
-            self._waiters.append((stream, done))
+            self.flow.wait(stream, done)
 
-    def _release_ready(self) -> None:
-        if not self._waiters:
-            return
-        core, keep = self.core, []
-        for stream, done in self._waiters:
-            if self._write_paused or core.stream_buffered(stream.stream_id) >= STREAM_HIGH_WATER:
-                keep.append((stream, done))
-            else:
-                done()
-        self._waiters = keep
-
-    def release_waiters(self, stream: H2Stream) -> None:
-        keep = []
-        for waiting, done in self._waiters:
-            if waiting is stream:
-                done()
-            else:
-                keep.append((waiting, done))
-        self._waiters = keep
-
-    def _release_all(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for _, done in waiters:
-            done()
+    def _may_write(self, stream: H2Stream) -> bool:
+        return self.core.stream_buffered(stream.stream_id) < STREAM_HIGH_WATER
 
     # --- closing, draining, timeouts ------------------------------------------------------
     def _close_all(self) -> None:
@@ -386,9 +346,22 @@ class H2Protocol(asyncio.Protocol):
         self.close()
 
     def close(self) -> None:
-        if not self.closed and self.transport is not None:
-            self.closed = True
+        if not self._transport_closed and self.transport is not None:
+            self.closed = self._transport_closed = True
             self.transport.close()
+
+    def _linger(self) -> None:
+        """After the final GOAWAY: half-close, then read and drop until the client closes
+        (eof_received) or LINGER_TIMEOUT passes (check_deadline)."""
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        self.closed = True  # nothing more is written or dispatched
+        self._linger_since = self.state.clock()
+        if transport.can_write_eof():
+            transport.write_eof()  # after what is buffered: the client reads the GOAWAY
+        if not transport.is_reading():
+            transport.resume_reading()  # paused by pause_writing: we must see the EOF
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -409,22 +382,22 @@ class H2Protocol(asyncio.Protocol):
 
     def _goaway_and_close(self) -> None:
         """Nothing in flight and everything framed: the final GOAWAY (RFC 9113 §6.8), so it
-        follows the last DATA frame, then close."""
+        follows the last DATA frame, then a lingering close."""
         self.core.finish_graceful_shutdown()
         data = self.core.data_to_send()
         if data and self.transport is not None:
             self.transport.write(data)
-        self.close()
+        self._linger()
 
     def check_deadline(self, now: float) -> None:
         if self.closed:
+            lingering = self._linger_since
+            if lingering is not None and now - lingering > LINGER_TIMEOUT:
+                self.close()
             return
         settings = self.state.settings
         peer = (self.info.remote_addr if self.info else "?") or "unix socket"
-        paused = self._write_paused_since
-        if paused is not None and now - paused > settings.send_timeout:
-            log.info("Client %s took no data for %.0fs; aborting", peer, now - paused)
-            self.abort()
+        if self.flow.paused and abort_if_not_reading(self, now):
             return
         for sid in self.core.stalled_streams(now, settings.send_timeout):
             log.info("Stream %d of %s stalled (window closed) for %.0fs; resetting",
