@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from procs import Server
+from servers import DATA_DIR
 
 BENCH_DIR = Path(__file__).resolve().parent
 POST_SCRIPT = BENCH_DIR / "post1m.lua"
@@ -80,6 +81,18 @@ WORKLOADS: dict[str, Workload] = {
             streams=32,
         ),
         Workload(
+            "h2c-post1m",
+            "HTTP/2 cleartext, 1 MiB upload read by the app, 16 connections x 4 streams",
+            "load",
+            app="apps:echo",
+            path="/echo",
+            proto="h2c",
+            conns=16,
+            streams=4,
+            post=True,
+            expect="1048576",
+        ),
+        Workload(
             "h2tls-hello",
             "HTTP/2 over TLS (ALPN h2, P-256), 16 connections x 32 streams",
             "load",
@@ -138,6 +151,8 @@ def load_command(w: Workload, port: int, seconds: float, requests: int, log: Pat
         return [*argv, url(w, port)]
     argv = ["h2load", "-t1", f"-c{w.conns}", f"-m{w.streams}", f"-n{requests}"]
     argv += [f"--log-file={log}"]
+    if w.post:  # the body file bench/environment.py writes beside the other data
+        argv += ["-d", str(DATA_DIR / "body1m.bin")]
     return [*argv, url(w, port)]
 
 
