@@ -250,12 +250,15 @@ class H2Protocol(asyncio.Protocol):
 
     # --- events ---------------------------------------------------------------------------
     def _dispatch(self, events: list[Event]) -> None:
+        fed: list[InputStream] = []  # woken once each, after the whole read
         for event in events:
             kind = type(event)
             if kind is Data:
                 stream = self.streams.get(event.stream_id)  # type: ignore[union-attr]
                 if stream is not None:
-                    stream.input.feed(event.data)  # type: ignore[union-attr]
+                    stream.input.feed(event.data, wake=False)  # type: ignore[union-attr]
+                    if stream.input not in fed:
+                        fed.append(stream.input)
             elif kind is Request:
                 self._start_stream(event)  # type: ignore[arg-type]
             elif kind is EndOfMessage:
@@ -270,6 +273,8 @@ class H2Protocol(asyncio.Protocol):
                     self.core.reset_stream(event.stream_id)  # type: ignore[union-attr]
             elif kind is ConnectionClosed:
                 self._close_all()
+        for stream_input in fed:
+            stream_input.wake()
 
     def _start_stream(self, request: Request) -> None:
         state = self.state

@@ -51,14 +51,25 @@ class InputStream:
         self.bytes_read = 0
 
     # --- loop side ----------------------------------------------------------------------
-    def feed(self, data: bytes) -> bool:
-        """Buffer body bytes; True when the buffer is over its high-water mark."""
+    def feed(self, data: bytes, wake: bool = True) -> bool:
+        """Buffer body bytes; True when the buffer is over its high-water mark.
+
+        ``wake=False``: the caller has more for this stream from the same network read
+        and calls :meth:`wake` after the last piece. Waking the reading thread once per
+        read, not once per 16 KiB HTTP/2 DATA frame, saves a thread switch (and a tussle
+        for the GIL) per frame."""
         with self._cond:
             self._chunks.append(data)
             self._size += len(data)
-            if self._waiting:
+            if wake and self._waiting:
                 self._cond.notify()
             return self._size > self._high_water
+
+    def wake(self) -> None:
+        """Wake the reading thread, if it waits (after feeds with ``wake=False``)."""
+        with self._cond:
+            if self._waiting:
+                self._cond.notify()
 
     def feed_eof(self) -> None:
         with self._cond:
@@ -236,8 +247,11 @@ class EmptyInput(InputStream):
         self._demanded = False
         self.bytes_read = 0
 
-    def feed(self, data: bytes) -> bool:
+    def feed(self, data: bytes, wake: bool = True) -> bool:
         raise AssertionError("a request without a body got body bytes")
+
+    def wake(self) -> None:
+        pass
 
     def feed_eof(self) -> None:
         pass

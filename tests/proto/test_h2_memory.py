@@ -148,3 +148,22 @@ def test_an_idle_connection_core_is_small() -> None:
     finally:
         tracemalloc.stop()
     assert per_conn < 8 * 1024, f"{per_conn:.0f} bytes per idle connection"
+
+
+def test_a_data_payload_is_copied_once_on_its_way_to_the_app() -> None:
+    """A DATA frame's payload reaches the Data event as the FrameReader's own copy of it
+    (padding aside), not copied again: uploads are copy-bound (issue 10's upload goal)."""
+    from preforkd.proto.h2.frames import FrameReader
+
+    reader = FrameReader(16384)
+    reader._preface_left = 0  # the preface is not the point here
+    payload = b"x" * 16384
+    frame = len(payload).to_bytes(3, "big") + b"\x00\x00" + (1).to_bytes(4, "big") + payload
+    reader.feed(frame[:5])  # split across reads: the bytearray path
+    reader.feed(frame[5:])
+    raw = reader.next_frame()
+    assert raw is not None and raw.payload == payload and type(raw.payload) is bytes
+    reader.feed(frame * 2)  # whole frames in one read: no copy of the read itself
+    first, second = reader.next_frame(), reader.next_frame()
+    assert first is not None and second is not None and reader.next_frame() is None
+    assert first.payload == second.payload == payload

@@ -65,20 +65,16 @@ _HEADER_LEN = 9
 
 @dataclass(slots=True)
 class RawFrame:
-    """One complete frame as received: ``raw`` is the 9-byte header and the payload."""
+    """One complete frame as received (its 9-byte header parsed into the fields)."""
 
     type: int
     flags: int
     stream_id: int
-    raw: bytes
-
-    @property
-    def payload(self) -> memoryview:
-        return memoryview(self.raw)[_HEADER_LEN:]
+    payload: bytes  # its own copy, so a DATA payload goes to wsgi.input as it is
 
     @property
     def length(self) -> int:
-        return len(self.raw) - _HEADER_LEN
+        return len(self.payload)
 
 
 class FrameReader:
@@ -87,7 +83,9 @@ class FrameReader:
     __slots__ = ("_buffer", "_max_frame_size", "_preface_left", "_start")
 
     def __init__(self, max_frame_size: int) -> None:
-        self._buffer = bytearray()
+        # Received bytes not handed out yet, from _start on. Usually the very bytes object
+        # a read delivered (no copy); a bytearray only while a frame is split across reads.
+        self._buffer: bytes | bytearray = b""
         self._start = 0  # bytes of _buffer already handed out
         self._max_frame_size = max_frame_size
         self._preface_left = len(PREFACE)
@@ -106,7 +104,13 @@ class FrameReader:
                 raise H2ProtocolError("invalid connection preface")
             self._preface_left -= take
             data = data[take:]
-        self._buffer += data
+        if self._start >= len(self._buffer):  # all handed out: keep the read's own bytes
+            self._buffer, self._start = data, 0
+        else:
+            if isinstance(self._buffer, bytes):
+                self._buffer = bytearray(memoryview(self._buffer)[self._start :])
+                self._start = 0
+            self._buffer += data
 
     def next_frame(self) -> RawFrame | None:
         """The next complete frame, or None until more bytes arrive."""
@@ -126,21 +130,24 @@ class FrameReader:
         if len(buffer) < end:
             self._compact()
             return None
-        with memoryview(buffer) as view:  # one copy, and the view is released
-            raw = bytes(view[start:end])
+        with memoryview(buffer) as view:  # one copy of the payload, and the view is released
+            payload = bytes(view[start + _HEADER_LEN : end])
         self._start = end
-        kind, flags = raw[3], raw[4]
+        kind, flags = buffer[start + 3], buffer[start + 4]
         # RFC 9113 §4.1: the reserved bit of the stream identifier MUST be ignored.
-        stream_id = int.from_bytes(raw[5:9]) & 0x7FFFFFFF
+        stream_id = int.from_bytes(buffer[start + 5 : start + 9]) & 0x7FFFFFFF
         if stream_id == 0 and kind in _NEEDS_STREAM:
             raise H2ProtocolError(f"frame type {kind} on stream 0")
         if stream_id and kind in _NEEDS_ZERO:
             raise H2ProtocolError(f"frame type {kind} on stream {stream_id}")
-        return RawFrame(kind, flags, stream_id, raw)
+        return RawFrame(kind, flags, stream_id, payload)
 
     def _compact(self) -> None:
         if self._start:
-            del self._buffer[: self._start]
+            if isinstance(self._buffer, bytearray):
+                del self._buffer[: self._start]
+            else:
+                self._buffer = self._buffer[self._start :]
             self._start = 0
 
 
@@ -191,7 +198,7 @@ class HeaderBlock:
         block.add(payload[pos : len(payload) - pad])
         return block
 
-    def add(self, fragment: memoryview) -> None:
+    def add(self, fragment: bytes | memoryview) -> None:
         self.frames += 1
         self.size += len(fragment)
         if self.size > self.max_size or self.frames > MAX_BLOCK_FRAMES:

@@ -194,7 +194,8 @@ class Receiver(ConnectionState):
                 self._stream_error(sid, ErrorCodes.PROTOCOL_ERROR, "body over content-length")
                 return
             stream.unacked += size
-            self._events.append(Data(bytes(payload[start:end]), sid))
+            body = payload if end - start == length else payload[start:end]
+            self._events.append(Data(body, sid))
         elif not frame.flags & frames.END_STREAM:
             self._empty.spend(self._now)  # CVE-2019-9518
         if frame.flags & frames.END_STREAM:
