@@ -99,6 +99,17 @@ def preforkd_env(launch: Launch) -> dict[str, str]:
     return {"PYTHONPATH": str(PROJECT_DIR) + (os.pathsep + path if path else "")}
 
 
+def preforkd_base_env(launch: Launch) -> dict[str, str]:
+    """preforkd-base runs another checkout ($BENCH_PREFORKD_BASE, e.g. a git worktree of an older
+    commit) with the same interpreter: old and new side by side in one run."""
+    return {"PYTHONPATH": os.environ.get("BENCH_PREFORKD_BASE", "")}
+
+
+def _base_checkout(venv: Path) -> bool:
+    base = os.environ.get("BENCH_PREFORKD_BASE")
+    return bool(base) and (Path(base) / "preforkd" / "__main__.py").exists()
+
+
 # --- peers ------------------------------------------------------------------------------------
 
 
@@ -232,6 +243,13 @@ SERVERS: dict[str, ServerSpec] = {
             "the project, from this checkout, default settings (16 threads)",
             installed=lambda venv: True,
             env=preforkd_env,
+        ),
+        ServerSpec(
+            "preforkd-base",
+            preforkd_command,
+            "another checkout of preforkd ($BENCH_PREFORKD_BASE), to compare before and after",
+            installed=_base_checkout,
+            env=preforkd_base_env,
         ),
         ServerSpec(
             "preforkd-onloop",
