@@ -113,6 +113,9 @@ _CHUNKED = _State.CHUNKED
 # Where a message starts in the buffer llhttp is parsing (see _head_end): an offset, or
 _EARLIER = -2  # its head began in an earlier buffer (its last bytes are in _tail)
 _UNKNOWN = -1  # we lost track (a body llhttp framed without telling us its end)
+# or, not worked out yet, (where the message before it starts, that message's body length):
+# finding a head's end costs a search, and only a chunked head needs it (see _resolve).
+_Offset = int | tuple["_Offset", int]
 
 
 class _TakeOver(Exception):
@@ -277,8 +280,8 @@ class H1Connection:
         # the current message starts, where the next one will, and the last bytes of a
         # head begun in an earlier buffer. Needed to take a chunked body over from llhttp.
         self._buf = b""
-        self._start = 0
-        self._next_start = _UNKNOWN
+        self._start: _Offset = 0
+        self._next_start: _Offset = _UNKNOWN
         self._tail: bytes | None = b""
         self._held = b""  # the start of a request line, until its method is complete
         self.trailing_data = b""
@@ -316,8 +319,12 @@ class H1Connection:
             else:
                 if state is _CHUNKED:
                     data = self._receive_chunked(data)
-                if data and self._state is _IDLE:
-                    data = self._stand_in_method(data)
+                if (
+                    data
+                    and self._state is _IDLE
+                    and (self._held or not data.startswith(_COMMON_METHODS))
+                ):
+                    data = self._stand_in_method(data)  # not the common case: see there
                 if data:
                     self._run_parser(data)
         except RemoteProtocolError as exc:  # from the chunked decoder
@@ -370,7 +377,7 @@ class H1Connection:
         not know replaced by our stand-in (remembered in ``_method``). Returns b"" while
         the method is still incomplete (held back, bounded by ``_MAX_METHOD``)."""
         if data.startswith(_COMMON_METHODS) and not self._held:
-            return data  # the common case: a method llhttp knows, at the start
+            return data  # the common case (receive_data checks it before calling us)
         data = self._held + data if self._held else data
         self._held = b""
         start = 0
@@ -390,10 +397,16 @@ class H1Connection:
 
     def _run_parser(self, data: bytes) -> None:
         while True:
-            self._begin_buffer(data)
+            # Where the first message in this buffer starts (inline: once per read).
+            self._buf = data
+            state = self._state
+            self._start = 0 if state is _IDLE else _EARLIER if state is _HEAD else _UNKNOWN
             try:
                 self._parser.feed_data(data)
-                self._end_buffer()
+                if self._state is _IDLE:
+                    self._buf = b""  # between requests: nothing to carry to the next read
+                else:
+                    self._end_buffer()
                 return
             except HttpParserUpgrade as exc:
                 rest = self._after_llhttp_pause(data[exc.args[0] :])
@@ -407,21 +420,12 @@ class H1Connection:
 
     # -- message boundaries, and chunked bodies ---------------------------------------
 
-    def _begin_buffer(self, data: bytes) -> None:
-        self._buf = data
-        state = self._state
-        if state is _IDLE:
-            self._start = 0
-        elif state is _HEAD:
-            self._start = _EARLIER
-        else:
-            self._start = _UNKNOWN
-
     def _end_buffer(self) -> None:
-        """llhttp took the whole buffer: carry what the next one needs to know."""
+        """llhttp took the whole buffer in the middle of a message: carry what the next
+        buffer needs to know."""
         buf = self._buf
         if self._state is _HEAD:
-            start = self._start
+            start = self._start = self._resolve(self._start)
             if start >= 0:
                 start = _skip_empty_lines(buf, start)
                 self._tail = buf[max(start, len(buf) - 3) :]
@@ -429,17 +433,37 @@ class H1Connection:
                 self._tail = (self._tail + buf)[-3:]
             else:
                 self._tail = None
-        if self._next_start >= 0:
-            self._next_start = max(_UNKNOWN, self._next_start - len(buf))
+        next_start = self._resolve(self._next_start)
+        if next_start >= 0:
+            next_start = max(_UNKNOWN, next_start - len(buf))
+        self._next_start = next_start
         self._buf = b""
 
-    def _head_end(self) -> int | None:
-        """Offset in the current buffer just after the head llhttp has just parsed.
+    def _resolve(self, offset: _Offset) -> int:
+        """Work out a deferred message start: each message before it in this buffer ends
+        where its head ends plus its body length (oldest first; iterative, as a buffer
+        may hold thousands of pipelined requests)."""
+        lengths = []
+        while type(offset) is tuple:
+            offset, length = offset
+            lengths.append(length)
+        start = offset
+        assert type(start) is int
+        for length in reversed(lengths):
+            head_end = self._head_end(start)
+            if head_end is None:
+                return _UNKNOWN
+            start = head_end + length
+        return start
+
+    def _head_end(self, start: int) -> int | None:
+        """Offset in the current buffer just after the head of the message that starts at
+        ``start``.
 
         llhttp (strict) allows no CR or LF inside a request line or field, so the head
         ends at the first CRLFCRLF after the message's start (past any empty lines before
         it, RFC 9112 §2.2)."""
-        buf, start = self._buf, self._start
+        buf = self._buf
         if start >= 0:
             end = buf.find(b"\r\n\r\n", _skip_empty_lines(buf, start))
             return None if end == -1 else end + 4
@@ -678,10 +702,15 @@ class H1Connection:
         self._events.append(request)
         self._state = _BODY
         self._headers = []  # from here on, it collects trailer fields (see _on_header)
-        head_end = self._head_end()
-        if head_end is None or upgrade is not None or parser.should_upgrade():
+        if upgrade is not None or parser.should_upgrade():
             self._next_start = _UNKNOWN
-        elif chunked:
+        elif not chunked:
+            # The next message starts after this one's head and body: worked out only if
+            # it turns out to be needed (see _resolve).
+            self._next_start = (self._start, length or 0)
+        elif (head_end := self._head_end(self._resolve(self._start))) is None:
+            self._next_start = _UNKNOWN  # lost track: llhttp decodes this chunked body
+        else:
             # RFC 9112 §7.1.1 allows whitespace in chunk extensions that llhttp refuses:
             # the body is decoded by proto/chunked.py, from the end of this head.
             limits = self._limits
@@ -690,8 +719,6 @@ class H1Connection:
             )
             self._state = _CHUNKED
             raise _TakeOver(head_end)
-        else:
-            self._next_start = head_end + (length or 0)
 
     def _on_body(self, data: bytes) -> None:
         self._events.append(Data(data))

@@ -435,3 +435,23 @@ def test_ignored_upgrade_with_chunked_body_parses_on() -> None:
     events = events_of(data)
     assert [type(e) for e in events] == [Request, Data, EndOfMessage, Request, EndOfMessage]
     assert events[1] == Data(b"abc")
+
+
+def test_chunked_head_found_after_pipelined_requests_split_at_every_offset() -> None:
+    # The end of a chunked head is worked out from the requests before it in the same
+    # buffer (proto/h1.py _resolve); the whitespace in its chunk extension is refused by
+    # llhttp, so a wrong offset shows up as an error, not as a silently different body.
+    data = (
+        get(b"/1")
+        + post(b"Content-Length: 6\r\n", b"\r\n\r\nab")
+        + get(b"/3")
+        + post(b"Transfer-Encoding: chunked\r\n", b"3 ; x = 1\r\nabc\r\n0\r\n\r\n")
+        + get(b"/5")
+    )
+    whole = events_of(data)
+    assert [e.target for e in whole if isinstance(e, Request)] == ["/1", "/p", "/3", "/p", "/5"]
+    assert Data(b"abc") in whole
+    for cut in range(1, len(data)):
+        assert events_of(data, splits=[cut]) == whole, cut
+        later = [c for c in (cut + 7, cut + 40) if c < len(data)]
+        assert events_of(data, splits=[cut, *later]) == whole, cut
