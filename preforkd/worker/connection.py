@@ -224,14 +224,17 @@ class H1Protocol(asyncio.Protocol):
                 return
         if self.current is None:
             self._head_started = True
-            if self._deadline_kind == _IDLE:
-                self._set_deadline(_HEAD)  # bytes of a new request head are arriving
         try:
             events = self.parser.receive_data(data)
         except RemoteProtocolError as exc:
             self._on_protocol_error(exc)
             return
         self._dispatch_all(events)
+        if self._head_started and self._deadline_kind == _IDLE and not self.closed:
+            # Bytes of a new request head arrived and did not complete it: from now on the
+            # header timeout applies. (A head that came whole has started its request, which
+            # cleared _head_started: no clock read for it.)
+            self._set_deadline(_HEAD)
 
     def _dispatch_all(self, events: list[Event]) -> None:
         upgrade = False
