@@ -50,6 +50,22 @@ class _Framing(enum.Enum):
 
 _NONE, _LENGTH, _CHUNKED, _CLOSE = _Framing.NONE, _Framing.LENGTH, _Framing.CHUNKED, _Framing.CLOSE
 
+# Memo tables for head(), bounded like the others: applications answer with the same
+# status and the same fields over and over, so each is checked and encoded once per
+# worker. Fields the framer merely copies map to their encoded line; a Content-Length
+# field maps to its value as an int (it steers the framing); the other fields in
+# _R_WATCHED are not kept. dict operations are atomic: threads may share them.
+_status_lines: dict[str, tuple[int, bytes]] = {}  # status -> (code, encoded status line)
+_field_lines: dict[tuple[str, str], bytes | int] = {}  # (name, value) -> b"name: value\r\n"
+_DEFAULT_SERVER_LINE = b"Server: preforkd\r\n"
+
+
+def _encode(text: str) -> bytes:
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError("response header is not latin-1", 500) from exc
+
 
 class ResponseFramer:
     """Frames ONE response to ONE request, so pipelined responses share no state.
@@ -75,7 +91,7 @@ class ResponseFramer:
     def __init__(self, request: Request, date: bytes, server: bytes = b"preforkd") -> None:
         self._request = request
         self._date = date
-        self._server = server
+        self._server = _DEFAULT_SERVER_LINE if server == b"preforkd" else b"Server: %s\r\n" % server
         self._stage = 0  # 0: before head(), 1: sending the body, 2: ended
         self._framing = _NONE
         self._remaining = 0
@@ -92,12 +108,26 @@ class ResponseFramer:
         """
         if self._stage:
             raise LocalProtocolError("head() called twice", 500)
-        code, status_line = valid_statuses.get(status) or check_status(status)
+        code, status_line = _status_lines.get(status) or _status_line(status)
         request = self._request
         lines = [status_line]
         length: int | None = None
         close = has_date = has_server = False
-        for name, value in headers:
+        known = _field_lines
+        for item in headers:
+            try:
+                line = known.get(item)
+            except TypeError:  # unhashable: not a (str, str) pair, refused below
+                line = None
+            if line is not None:  # the common case: a field seen (and checked) before
+                if type(line) is bytes:
+                    lines.append(line)
+                    continue
+                if length is not None and length != line:
+                    raise LocalProtocolError("conflicting Content-Length values", 500)
+                length = line  # type: ignore[assignment]  # the int of a Content-Length
+                continue
+            name, value = item
             if name not in valid_names:
                 check_name(name)
             if type(value) is not str or not value.isprintable():
@@ -106,6 +136,8 @@ class ResponseFramer:
             if key in _R_WATCHED:
                 if key == _R_CL:
                     length = content_length(value, length)
+                    if len(known) < _CACHE_MAX:
+                        known[item] = length
                     continue  # added back below, when the status allows it
                 if key == _R_TE:
                     # PEP 3333: no hop-by-hop fields from the app. "chunked" is taken as
@@ -124,29 +156,31 @@ class ResponseFramer:
                     has_date = True
                 else:
                     has_server = True
-            lines.append(f"{name}: {value}\r\n")
+                lines.append(_encode(f"{name}: {value}\r\n"))
+                continue
+            line = _encode(f"{name}: {value}\r\n")
+            if len(known) < _CACHE_MAX:
+                known[item] = line
+            lines.append(line)
         if not has_date:
-            lines.append(f"Date: {self._date.decode('latin-1')}\r\n")
+            lines.append(b"Date: %s\r\n" % self._date)
         if not has_server:
-            lines.append(f"Server: {self._server.decode('latin-1')}\r\n")
+            lines.append(self._server)
         framing = self._choose_framing(code, length)
         if length is not None and code >= 200 and code != 204:
             # RFC 9110 §8.6: never in 1xx or 204; kept for HEAD and 304, where it describes
             # the representation the GET would have sent.
-            lines.append(f"Content-Length: {length}\r\n")
+            lines.append(b"Content-Length: %d\r\n" % length)
         elif framing is _CHUNKED:
-            lines.append("Transfer-Encoding: chunked\r\n")
+            lines.append(b"Transfer-Encoding: chunked\r\n")
         keep_alive = request.keep_alive and not close and framing is not _CLOSE
         if not keep_alive:
             # RFC 9112 §9.6: tell the client the connection ends with this response.
-            lines.append("Connection: close\r\n")
+            lines.append(b"Connection: close\r\n")
         elif request.http_version == "1.0":
-            lines.append("Connection: keep-alive\r\n")  # RFC 9112 §9.3: HTTP/1.0 opt-in
-        lines.append("\r\n")
-        try:
-            data = "".join(lines).encode("latin-1")
-        except UnicodeEncodeError as exc:
-            raise LocalProtocolError("response header is not latin-1", 500) from exc
+            lines.append(b"Connection: keep-alive\r\n")  # RFC 9112 §9.3: HTTP/1.0 opt-in
+        lines.append(b"\r\n")
+        data = b"".join(lines)
         self.status_code = code
         self.keep_alive = keep_alive
         self._framing = framing
@@ -214,6 +248,14 @@ class ResponseFramer:
         elif self._framing is _CLOSE:
             self.keep_alive = False
         return b""
+
+
+def _status_line(status: str) -> tuple[int, bytes]:
+    code, line = valid_statuses.get(status) or check_status(status)
+    result = code, _encode(line)
+    if len(_status_lines) < _CACHE_MAX:
+        _status_lines[status] = result
+    return result
 
 
 # -- canned responses -----------------------------------------------------------------------

@@ -345,3 +345,19 @@ def test_error_response_custom_server_and_unknown_status() -> None:
     assert b"\r\nServer: x\r\n" in data
     with pytest.raises(ValueError):
         error_response(99, DATE)
+
+
+def test_fields_seen_before_frame_the_same_and_still_conflict() -> None:
+    # head() remembers fields it has checked (proto/h1_response.py _field_lines): a
+    # remembered Content-Length must still steer the framing and still conflict.
+    headers = [("Content-Type", "text/plain"), ("Content-Length", "3"), ("X-A", "b")]
+    first, second = framer().head("200 OK", headers), framer().head("200 OK", list(headers))
+    assert first == second
+    assert fields(first)[b"content-length"] == [b"3"]
+    framer().head("200 OK", [("Content-Length", "4")])
+    with pytest.raises(LocalProtocolError):
+        framer().head("200 OK", [("Content-Length", "3"), ("Content-Length", "4")])
+    head = framer(method="HEAD").head("204 No Content", [("Content-Length", "3")])
+    assert b"content-length" not in fields(head)
+    with pytest.raises(LocalProtocolError):
+        framer().head("200 OK", [("X-A", ["unhashable"])])  # type: ignore[list-item]
