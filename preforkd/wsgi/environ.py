@@ -134,13 +134,25 @@ _app_errors = ErrorStream(logging.getLogger("preforkd.app"))
 SERVER_SOFTWARE = f"preforkd/{__version__}"
 
 
+# Host field value -> (SERVER_NAME, SERVER_PORT or "" for the scheme's default), memoised:
+# a server sees few distinct Host values (bounded, like the other memo tables).
+_host_cache: dict[str, tuple[str, str]] = {}
+_HOST_CACHE_MAX = 1024
+
+
 def _server_name_port(host: str, default_port: str) -> tuple[str, str]:
-    if host.startswith("["):  # [::1]:8000
-        end = host.find("]")
-        name, rest = host[: end + 1], host[end + 1 :]
-        return name, rest[1:] if rest.startswith(":") else default_port
-    name, sep, port = host.partition(":")
-    return name, port if sep and port else default_port
+    known = _host_cache.get(host)
+    if known is None:
+        if host.startswith("["):  # [::1]:8000
+            end = host.find("]")
+            name, rest = host[: end + 1], host[end + 1 :]
+            known = name, rest[1:] if rest.startswith(":") else ""
+        else:
+            name, sep, port = host.partition(":")
+            known = name, port if sep else ""
+        if len(_host_cache) < _HOST_CACHE_MAX:
+            _host_cache[host] = known
+    return known if known[1] else (known[0], default_port)
 
 
 def _split_target(target: str) -> tuple[str, str, str | None]:
@@ -207,8 +219,9 @@ def build_environ(
             conn, multithread=multithread, multiprocess=multiprocess, script_name=script_name
         )
     environ = template.copy()
+    keys = _key_cache
     for name, value in request.headers:
-        key = _environ_key(name)
+        key = keys.get(name) or _environ_key(name)  # inline: the cache hits nearly always
         if key is None:
             continue
         if key in environ:
@@ -220,9 +233,12 @@ def build_environ(
             environ[key] = value
 
     target = request.target
-    path, query, authority = _split_target(target)
-    if authority is not None:
-        environ["HTTP_HOST"] = authority
+    if target[:1] == "/" and "#" not in target:  # origin-form, the common case (inline)
+        path, _, query = target.partition("?")
+    else:
+        path, query, authority = _split_target(target)
+        if authority is not None:
+            environ["HTTP_HOST"] = authority
     if conn.from_trusted_proxy:
         _apply_proxy_headers(environ, proxy)
     host = environ.get("HTTP_HOST")
