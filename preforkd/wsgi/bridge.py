@@ -59,22 +59,52 @@ class ResponseChannel(Protocol):
     def can_sendfile(self) -> bool: ...
 
 
+# Statuses and (name, value) pairs that passed _check_headers: apps repeat them endlessly.
+# Bounded like the other memo tables; set operations are atomic, so app threads share it.
+_checked: set[object] = set()
+_CHECKED_MAX = 2048
+
+
 def _check_headers(status: str, headers: Headers) -> None:
     """PEP 3333 types, and no CR/LF/NUL that could split the response."""
+    checked = _checked
+    if type(status) is not str or status not in checked:
+        _check_status(status)
+    if type(headers) is not list:
+        raise TypeError(f"headers must be a list, not {type(headers).__name__}")
+    for item in headers:
+        # A pair seen and checked before (the common case). The exact types are checked
+        # again: a str subclass may compare equal to a checked str.
+        if (
+            type(item) is tuple
+            and len(item) == 2
+            and type(item[0]) is str
+            and type(item[1]) is str
+            and item in checked
+        ):
+            continue
+        _check_item(item)
+
+
+def _check_status(status: str) -> None:
     if type(status) is not str or len(status) < 3 or not status[:3].isdigit():
         raise ValueError(f"invalid status {status!r}: expected e.g. '200 OK'")
     if _BAD_HEADER_CHARS.intersection(status):
         raise ValueError(f"invalid status {status!r}")
-    if type(headers) is not list:
-        raise TypeError(f"headers must be a list, not {type(headers).__name__}")
-    for item in headers:
-        if type(item) is not tuple or len(item) != 2:
-            raise TypeError(f"header {item!r} is not a (name, value) tuple")
-        name, value = item
-        if type(name) is not str or type(value) is not str:
-            raise TypeError(f"header {item!r}: name and value must be str")
-        if _BAD_HEADER_CHARS.intersection(value) or _BAD_HEADER_CHARS.intersection(name):
-            raise ValueError(f"header {name!r} contains CR, LF or NUL")
+    if len(_checked) < _CHECKED_MAX:
+        _checked.add(status)
+
+
+def _check_item(item: object) -> None:
+    if type(item) is not tuple or len(item) != 2:
+        raise TypeError(f"header {item!r} is not a (name, value) tuple")
+    name, value = item
+    if type(name) is not str or type(value) is not str:
+        raise TypeError(f"header {item!r}: name and value must be str")
+    if _BAD_HEADER_CHARS.intersection(value) or _BAD_HEADER_CHARS.intersection(name):
+        raise ValueError(f"header {name!r} contains CR, LF or NUL")
+    if len(_checked) < _CHECKED_MAX:
+        _checked.add(item)
 
 
 class WSGICycle:
@@ -119,8 +149,10 @@ class WSGICycle:
         self._status: str | None = None
         self._headers: Headers = []
         self._head_sent = False
-        self._lock = threading.Lock()
-        self._lock.acquire()  # released by the loop each time a handoff is taken
+        # Made, already acquired, by the first handoff that waits (most responses make one
+        # final handoff that does not wait, and never need it); released by the loop each
+        # time a handoff is taken.
+        self._lock: threading.Lock | None = None
         self.disconnected = False  # set by the loop thread when the client goes away
         self.finished = False  # the final handoff (end or fail) has been made
         self.bytes_sent = 0
@@ -227,8 +259,9 @@ class WSGICycle:
             return False
         head = self._take_head()
         self.bytes_sent += count
+        lock = self._handoff_lock()
         self._call(self._channel.send_file, head, fd, offset, count, self.release)
-        self._lock.acquire()
+        lock.acquire()
         if self.disconnected:
             raise ClientDisconnected("client went away")
         return True
@@ -256,8 +289,9 @@ class WSGICycle:
         if self.inline:
             self._channel.send(head, chunks, end, None)
         else:
+            lock = self._handoff_lock()
             self._call(self._channel.send, head, chunks, end, self.release)
-            self._lock.acquire()
+            lock.acquire()
         if self.disconnected:
             raise ClientDisconnected("client went away")
 
@@ -310,11 +344,20 @@ class WSGICycle:
     def _describe(self) -> str:
         return f"{self.request.method} {self.request.target}"
 
+    def _handoff_lock(self) -> threading.Lock:
+        """The lock a waiting handoff blocks on, held until the loop releases it."""
+        lock = self._lock
+        if lock is None:
+            lock = self._lock = threading.Lock()
+            lock.acquire()
+        return lock
+
     # --- loop side ----------------------------------------------------------------------
     def release(self) -> None:
         """Wake the app thread waiting on a handoff (loop thread)."""
-        if self._lock.locked():
-            self._lock.release()
+        lock = self._lock
+        if lock is not None and lock.locked():
+            lock.release()
 
     def disconnect(self) -> None:
         """The client is gone (loop thread): fail further writes, wake a waiting writer."""

@@ -270,3 +270,35 @@ def test_disconnect_stops_iteration_and_closes() -> None:
     loop.run_until(lambda: not thread.is_alive())
     assert closed == [True]
     assert channel.handoffs == 3
+
+
+class _Name(str):
+    """A str subclass: equal to a plain str, but not the str PEP 3333 asks for."""
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("X-Seen", "ok"), ("X-Seen", "ok\r\nInjected: 1")],
+        [(_Name("X-Seen"), "ok")],
+        [("X-Seen", "ok", "extra")],
+        [["X-Seen", "ok"]],
+    ],
+)
+def test_headers_seen_before_do_not_let_a_bad_one_through(headers: Any) -> None:
+    # _check_headers remembers pairs it has checked: an equal-looking pair of the wrong
+    # shape or type, or a new value for a known name, is still checked.
+    def good(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("X-Seen", "ok")])
+        return [b"x"]
+
+    channel, _ = serve(good)
+    assert channel.head is not None
+
+    def bad(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", headers)
+        return [b"x"]
+
+    channel, cycle = serve(bad)
+    assert channel.failed is False and channel.head is None
+    assert cycle.status == "500 Internal Server Error"
