@@ -626,7 +626,10 @@ class H1Connection:
         # obs-fold (RFC 9112 §5.2 lets us reject it). It strips leading OWS, not trailing.
         key = name.decode("latin-1").lower()
         text = value.rstrip(b" \t").decode("latin-1")
-        if key in _WATCHED_FIELDS:
+        if key == _HOST:  # in every request: inline
+            self._host_count += 1
+            self._host = text
+        elif key in _WATCHED_FIELDS:
             self._watch(key, text)
         headers = self._headers
         headers.append((key, text))
@@ -634,10 +637,8 @@ class H1Connection:
             raise self._reject("too many header fields", _TOO_LARGE)
 
     def _watch(self, key: str, value: str) -> None:
-        if key == _HOST:
-            self._host_count += 1
-            self._host = value
-        elif key == _CL:
+        # (Host is counted in _on_header itself.)
+        if key == _CL:
             self._content_length = value  # llhttp rejects a second one, even identical
         elif key == _TE:
             if self._transfer_encoding is None:

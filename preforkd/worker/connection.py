@@ -247,7 +247,10 @@ class H1Protocol(asyncio.Protocol):
                 if self._accept_h2c(event):
                     continue
                 upgrade = True
-            self._dispatch(event)
+            if self._pending:
+                self._pending.append(event)  # keep order behind requests already waiting
+            else:
+                self._route(event)
         if upgrade and not self.closed:
             # RFC 9110 §7.8: a server may ignore Upgrade. The request is answered over
             # HTTP/1.1 and whatever follows it is parsed as HTTP/1.1 again.
@@ -396,7 +399,8 @@ class H1Protocol(asyncio.Protocol):
             self._on_body(current, event.data)
         elif type(event) is EndOfMessage:
             current.body_complete = True
-            current.input.feed_eof()
+            if current.input is not EMPTY_INPUT:
+                current.input.feed_eof()
             if current.finished:
                 self._next()
 
@@ -414,7 +418,8 @@ class H1Protocol(asyncio.Protocol):
         state = self.state
         if state.draining or state.settings.keep_alive <= 0:
             request.keep_alive = False
-        self._set_deadline(_BUSY)
+        self._deadline_kind = _BUSY  # no deadline while the app works (inline _set_deadline)
+        self.deadline = None
         self._head_started = False
         self._discarded = 0
         exchange = Exchange(self, request, ResponseFramer(request, state.date_header))
@@ -481,7 +486,7 @@ class H1Protocol(asyncio.Protocol):
             if self.busy and type(pending[0]) is Request:
                 break  # the one after next waits too
             self._route(pending.popleft())
-        if not pending:
+        if not pending and self._read_pauses:
             self.resume_reading("pipeline")
 
     def _on_protocol_error(self, exc: RemoteProtocolError) -> None:

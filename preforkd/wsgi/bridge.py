@@ -222,6 +222,9 @@ class WSGICycle:
     def _send_result(self, result: Iterable[bytes]) -> None:
         if type(result) is list or type(result) is tuple:
             # The common case: the whole body is known. One handoff, no waiting.
+            if len(result) == 1 and type(result[0]) is bytes:  # one piece: no list walks
+                self._finish([result[0]] if result[0] else [], total_known=True)
+                return
             chunks = [c if type(c) is bytes else _as_bytes(c) for c in result]
             self._finish([c for c in chunks if c], total_known=True)
             return
