@@ -181,6 +181,7 @@ _MAX_METHOD = 64
 # connections of a process; set/dict operations are atomic, so app threads may use them.
 _CACHE_MAX = 1024
 _valid_hosts: set[str] = set()
+_field_names: dict[bytes, str] = {}  # a field name as received -> its lower-case str
 
 
 def _skip_empty_lines(buf: bytes, start: int) -> int:
@@ -624,7 +625,11 @@ class H1Connection:
         # llhttp has checked the syntax (RFC 9110 §5.1, §5.5): a token name directly before
         # ":" (so no "Host :", RFC 9112 §5.1), no CR, LF, NUL or other CTL in the value, no
         # obs-fold (RFC 9112 §5.2 lets us reject it). It strips leading OWS, not trailing.
-        key = name.decode("latin-1").lower()
+        key = _field_names.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(_field_names) < _CACHE_MAX:
+                _field_names[name] = key
         text = value.rstrip(b" \t").decode("latin-1")
         if key == _HOST:  # in every request: inline
             self._host_count += 1
@@ -677,33 +682,33 @@ class H1Connection:
             chunked, length = self._framing(version)
         keep_alive = parser.should_keep_alive()  # RFC 9112 §9.3 (HTTP/1.0: "keep-alive")
         upgrade = None
-        if parser.should_upgrade():
+        upgrading = parser.should_upgrade()
+        if upgrading:
             # llhttp saw "Upgrade" + "Connection: upgrade" (RFC 9110 §7.8), or CONNECT.
             # httptools then skips the body; _after_llhttp_pause delivers it instead.
             self._body_skipped = chunked or bool(length)
             upgrade = self._upgrade_token(method, version, keep_alive, chunked)
         expect = self._expect
-        request = Request(
+        request = Request(  # positional (cheaper than keywords): the fields in order
             method,
             target,
             version,
             self._headers,
-            keep_alive=keep_alive,
+            keep_alive,
             # RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request MUST be
             # ignored. Other expectations are ignored as well (we never answer 417).
-            expect_continue=(
-                expect is not None and version == "1.1" and expect.lower() == "100-continue"
-            ),
-            has_body=chunked or bool(length),
-            content_length=length,
-            upgrade=upgrade,
+            expect is not None and version == "1.1" and expect.lower() == "100-continue",
+            chunked or bool(length),  # has_body
+            length,  # content_length
+            0,  # stream_id
+            upgrade,
         )
         self._request = request
         self._keep_alive = keep_alive
         self._events.append(request)
         self._state = _BODY
         self._headers = []  # from here on, it collects trailer fields (see _on_header)
-        if upgrade is not None or parser.should_upgrade():
+        if upgrading:
             self._next_start = _UNKNOWN
         elif not chunked:
             # The next message starts after this one's head and body: worked out only if
