@@ -3,7 +3,7 @@
     python bench/h1_path.py                      # µs per request (noisy on a shared machine)
     python bench/h1_path.py --profile            # cProfile, sorted by own time
     python bench/h1_path.py --callgrind          # instructions per request (deterministic)
-    python bench/h1_path.py --part parse         # one piece only: parse, environ, frame
+    python bench/h1_path.py --part parse         # one piece: connection, parse, environ, frame
 
 A keep-alive request goes through what a worker does with it: ``H1Protocol.data_received``
 (the H1 core, routing, ``Exchange``, environ, ``WSGICycle``), the app (``apps.hello``),
@@ -120,6 +120,31 @@ def full_path() -> Callable[[], None]:
     return one
 
 
+def new_connection() -> Callable[[], None]:
+    """A connection per request: connection_made, one "Connection: close" request and its
+    response, connection_lost (accepting and the transport are uvloop's, not counted)."""
+    queue: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+    state = make_state(queue)
+    info = ConnectionInfo("127.0.0.1", "18900", "", "", "http", False)
+    listening = Listening(True, "127.0.0.1", "18900", False, environ_template(info))
+    protocols = frozenset(("h1", "h2"))  # the default: cleartext h2 sniffing is on
+    request = REQUEST.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    popleft = queue.popleft
+
+    def one() -> None:
+        conn = H1Protocol(state, protocols=protocols, listening=listening)
+        transport = Transport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        conn.data_received(request)
+        while queue:
+            fn, args = popleft()
+            fn(*args)
+        conn.connection_lost(None)
+
+    one()
+    return one
+
+
 def parse_only() -> Callable[[], None]:
     receive = H1Connection().receive_data
     return lambda: receive(REQUEST) and None
@@ -147,7 +172,13 @@ def frame_only() -> Callable[[], None]:
     return one
 
 
-PARTS = {"full": full_path, "parse": parse_only, "environ": environ_only, "frame": frame_only}
+PARTS = {
+    "full": full_path,
+    "connection": new_connection,
+    "parse": parse_only,
+    "environ": environ_only,
+    "frame": frame_only,
+}
 
 
 def callgrind(args: argparse.Namespace) -> None:
