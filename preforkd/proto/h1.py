@@ -404,7 +404,7 @@ class H1Connection:
             self._start = 0 if state is _IDLE else _EARLIER if state is _HEAD else _UNKNOWN
             try:
                 self._parser.feed_data(data)
-                if self._state is _IDLE:
+                if self._state is _IDLE or self._state is _CLOSED:
                     self._buf = b""  # between requests: nothing to carry to the next read
                 else:
                     self._end_buffer()

@@ -56,6 +56,8 @@ from preforkd.wsgi.input import EMPTY_INPUT, InputStream
 log = logging.getLogger("preforkd.worker")
 
 _IDLE, _HEAD, _BUSY = 0, 1, 2  # what the connection's deadline is guarding
+# First bytes that can only be HTTP/1.1 (see data_received's shortcut past the sniffing).
+_COMMON_REQUESTS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ")
 
 
 class Exchange(Channel):
@@ -219,7 +221,12 @@ class H1Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._sniff is not None:
-            data = self._sniff_preface(data)
+            if not self._sniff and data.startswith(_COMMON_REQUESTS) and "h1" in self.protocols:
+                # A request line's start, not a prefix of the HTTP/2 preface ("PRI * ..."):
+                # HTTP/1.1, decided without classify() (the first read of most connections).
+                self._sniff = None
+            else:
+                data = self._sniff_preface(data)
             if not data:
                 return
         if self.current is None:
