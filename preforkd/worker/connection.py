@@ -56,6 +56,7 @@ from preforkd.wsgi.input import EMPTY_INPUT, InputStream
 log = logging.getLogger("preforkd.worker")
 
 _IDLE, _HEAD, _BUSY = 0, 1, 2  # what the connection's deadline is guarding
+_COPY_MAX = 16 * 1024  # a body piece at least this large is written without joining
 # First bytes that can only be HTTP/1.1 (see data_received's shortcut past the sniffing).
 _COMMON_REQUESTS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ")
 
@@ -98,7 +99,9 @@ class Exchange(Channel):
             if framed:
                 parts.append(framed)
         if end:
-            parts.append(framer.end())
+            last = framer.end()
+            if last:
+                parts.append(last)
         self.conn.write(parts)
         if end:
             self.conn.response_complete(self)
@@ -531,7 +534,12 @@ class H1Protocol(asyncio.Protocol):
         if len(parts) == 1:
             transport.write(parts[0])
         elif parts:
-            transport.write(b"".join(parts))
+            if len(parts[-1]) < _COPY_MAX:
+                transport.write(b"".join(parts))  # one small send
+            else:
+                # A large body is not copied once more to join it to its head: uvloop
+                # sends the pieces with one writev (asyncio's loop joins them itself).
+                transport.writelines(parts)
 
     def when_writable(self, exchange: Exchange, done: Callable[[], None]) -> None:
         """Wake the app thread once the transport takes more (worker/channel.py)."""

@@ -334,3 +334,28 @@ def test_client_that_takes_no_data_is_aborted_after_send_timeout() -> None:
         await h.until(lambda: h.state.in_flight == 0)  # the app thread was released
 
     run(scenario)
+
+
+def test_large_body_is_written_with_its_head_without_joining() -> None:
+    big = b"x" * (64 * 1024)
+    pieces: list[list[bytes]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Length", str(len(big)))])
+        return [big]
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        h = Harness(loop, app)
+        writelines = h.transport.writelines
+
+        def record(parts: Any) -> None:
+            pieces.append(list(parts))
+            writelines(parts)
+
+        h.transport.writelines = record  # type: ignore[method-assign]
+        h.proto.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        await h.until(lambda: h.output().endswith(big))
+        assert len(pieces) == 1 and pieces[0][-1] is big  # the app's bytes, not a copy
+        assert h.output().startswith(b"HTTP/1.1 200 OK\r\n")
+
+    run(scenario)
