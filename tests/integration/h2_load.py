@@ -15,7 +15,6 @@ Only 127.0.0.1, bounded in time and count, stopped by the test.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -25,7 +24,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 
-from tests.integration.harness import wait_for
+from tests.integration.bounded_load import BoundedLoad
 
 LAST_ID = 2**31 - 1
 
@@ -38,59 +37,25 @@ class _Conn:
     last_id: int | None = None  # from the newest GOAWAY
 
 
-class H2Load:
+class H2Load(BoundedLoad):
     def __init__(
         self, port: int, path: str = "/", threads: int = 3, streams: int = 8,
         limit: float = 30.0, max_requests: int = 200_000,
     ) -> None:  # fmt: skip
-        self.port = port
-        self.path = path
+        super().__init__(port, path, threads, limit, max_requests)
         self.streams = streams
-        self.ok = 0
         self.retried = 0  # refused or above a GOAWAY's last id: sent again elsewhere
         self.goaways = 0
         self.refused_connects = 0
-        self.failures: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._deadline = time.monotonic() + limit
-        self._max_requests = max_requests
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def __enter__(self) -> H2Load:
-        for thread in self._threads:
-            thread.start()
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def count(self) -> int:
-        with self._lock:
-            return self.ok
-
-    def wait_more(self, n: int = 200, timeout: float = 20.0) -> None:
-        target = self.count + n
-        wait_for(lambda: self.count >= target, timeout, f"{n} more HTTP/2 responses")
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(20)
-
-    def assert_no_failure(self) -> None:
-        assert self.ok > 0, "no response at all"
-        assert self.failures == [], f"{len(self.failures)} failed of {self.ok}: {self.failures[:5]}"
 
     # --- one client thread ---------------------------------------------------------------
 
-    def _running(self) -> bool:
-        return (
-            not self._stop.is_set()
-            and time.monotonic() < self._deadline
-            and self.ok + len(self.failures) < self._max_requests
-        )
+    def _client(self, index: int) -> None:
+        self._run()
 
     def _run(self) -> None:
         pending = 0  # requests to send again (retried)

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import http.client
 import socket
-import threading
 import time
 
-from tests.integration.harness import wait_for
+from tests.integration.bounded_load import BoundedLoad
 
 
-class MixedLoad:
+class MixedLoad(BoundedLoad):
     def __init__(
         self,
         port: int,
@@ -28,49 +27,16 @@ class MixedLoad:
         limit: float = 30.0,
         max_requests: int = 200_000,
     ) -> None:
-        self.port = port
-        self.path = path
-        self.ok = 0
-        self.failures: list[str] = []
+        super().__init__(port, path, threads, limit, max_requests)
         self.refused = 0
         self.bodies: set[bytes] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._deadline = time.monotonic() + limit
-        self._max_requests = max_requests
-        self._threads = [
-            threading.Thread(target=self._run, args=(i % 2 == 0,), daemon=True)
-            for i in range(threads)
-        ]
 
     def __enter__(self) -> MixedLoad:
-        for thread in self._threads:
-            thread.start()
+        super().__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def count(self) -> int:
-        with self._lock:
-            return self.ok
-
-    def wait_more(self, n: int = 200, timeout: float = 20.0) -> None:
-        target = self.count + n
-        wait_for(lambda: self.count >= target, timeout, f"{n} more responses")
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(15)
-
-    def _running(self) -> bool:
-        return (
-            not self._stop.is_set()
-            and time.monotonic() < self._deadline
-            and self.ok + len(self.failures) < self._max_requests
-        )
+    def _client(self, index: int) -> None:
+        self._run(keep_alive=index % 2 == 0)  # half reuse connections, half do not
 
     def _run(self, keep_alive: bool) -> None:
         conn: http.client.HTTPConnection | None = None
@@ -111,7 +77,3 @@ class MixedLoad:
                 conn = None
         if conn is not None:
             conn.close()
-
-    def assert_no_failure(self) -> None:
-        assert self.ok > 0, "no response at all"
-        assert self.failures == [], f"{len(self.failures)} failed of {self.ok}: {self.failures[:5]}"
