@@ -240,7 +240,7 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec(
             "preforkd",
             preforkd_command,
-            "the project, from this checkout, default settings (16 threads)",
+            "the project, from this checkout, default settings (up to 64 threads, on demand)",
             installed=lambda venv: True,
             env=preforkd_env,
         ),

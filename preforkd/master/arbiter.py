@@ -38,8 +38,14 @@ from queue import SimpleQueue
 
 from preforkd import __version__, errors
 from preforkd.config import Config
-from preforkd.master.control import SIGNAL_REQUESTS, encode_reply, parse_request, worker_row
-from preforkd.master.metrics import Tallies, WorkerSample, metrics_reply
+from preforkd.master.control import (
+    SIGNAL_REQUESTS,
+    encode_reply,
+    parse_request,
+    rss_bytes,
+    worker_row,
+)
+from preforkd.master.metrics import Tallies, WorkerSample, metrics_reply, render
 from preforkd.master.process import Processes
 from preforkd.master.reload import apply_logging, reread_config
 from preforkd.master.signals import Command, MasterPipes
@@ -441,9 +447,6 @@ class Arbiter:
         }
 
     def _metrics_page(self) -> str:
-        from preforkd.master.control import rss_bytes
-        from preforkd.master.metrics import render
-
         samples = [
             WorkerSample(w.slot, w.generation, self.monitor.beat(w), rss_bytes(w.pid))
             for w in sorted(self.workers, key=lambda w: (w.generation, w.slot))

@@ -208,3 +208,20 @@ def raw_request(host: str, port: int, data: bytes, timeout: float = 5.0) -> byte
         except TimeoutError:
             pass
         return b"".join(chunks)
+
+
+def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """Read one HTTP/1.1 response framed by Content-Length off a kept-alive socket:
+    (head, body). Nothing after the body is read."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f"connection closed before a response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        chunk = sock.recv(max(4096, length - len(body)))
+        assert chunk, "connection closed in the body"
+        body += chunk
+    return head, body

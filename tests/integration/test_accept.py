@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.integration.harness import Preforkd, wait_for
+from tests.integration.harness import Preforkd, read_response, wait_for
 
 Start = Callable[..., Preforkd]
 
@@ -20,16 +20,7 @@ PID_REQUEST = b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n"
 def _pid_of(sock: socket.socket) -> int:
     """Ask /pid on a kept-alive connection; the worker's pid."""
     sock.sendall(PID_REQUEST)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        assert chunk, "connection closed"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-    while len(body) < length:
-        body += sock.recv(4096)
-    return int(body)
+    return int(read_response(sock)[1])
 
 
 def _connect(port: int, n: int) -> list[socket.socket]:

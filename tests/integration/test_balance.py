@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Preforkd, raw_request, wait_for
+from tests.integration.harness import Preforkd, raw_request, read_response, wait_for
 
 Start = Callable[..., Preforkd]
 
@@ -47,21 +47,6 @@ def _two_workers(start_server: Start, loop: str, *args: str) -> tuple[Preforkd, 
     return server, workers
 
 
-def _read_response(sock: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        assert chunk, "connection closed"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-    while len(body) < length:
-        chunk = sock.recv(4096)
-        assert chunk, "connection closed"
-        body += chunk
-    return body
-
-
 def _pool(port: int, n: int = POOL) -> list[socket.socket]:
     """``n`` connections opened at once (as a client's pool does), not one by one."""
     socks = []
@@ -87,7 +72,7 @@ def test_a_pool_of_connections_opened_at_once_is_shared(start_server: Start, loo
             for round_ in range(5):  # requests over the pool: the connections stay put
                 for sock in socks:
                     sock.sendall(PID_REQUEST)
-                pids = [int(_read_response(sock)) for sock in socks]
+                pids = [int(read_response(sock)[1]) for sock in socks]
                 if round_ == 0:
                     held = Counter(pids)
                 assert Counter(pids) == held
@@ -138,7 +123,7 @@ def test_a_worker_whose_loop_is_blocked_does_not_hold_up_accepting(
     try:
         for sock in socks:
             sock.sendall(PID_REQUEST)
-        owner = {sock: int(_read_response(sock)) for sock in socks}
+        owner = {sock: int(read_response(sock)[1]) for sock in socks}
         blocked = socks[0]
         other = next(w for w in workers if w != owner[blocked])
         started = tmp_path / "started"
@@ -150,7 +135,7 @@ def test_a_worker_whose_loop_is_blocked_does_not_hold_up_accepting(
         socks += more
         for sock in more:
             sock.sendall(PID_REQUEST)
-        assert {int(_read_response(sock)) for sock in more} == {other}
+        assert {int(read_response(sock)[1]) for sock in more} == {other}
         blocked.setblocking(False)
         with pytest.raises(BlockingIOError):  # all that happened while it was blocked
             blocked.recv(1)

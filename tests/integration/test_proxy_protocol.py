@@ -19,7 +19,7 @@ import pytest
 import trustme
 
 from tests.integration.conftest import Start
-from tests.integration.harness import Preforkd, free_port, wait_for
+from tests.integration.harness import Preforkd, free_port, read_response, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -36,21 +36,6 @@ def v2(client: str = "2001:db8::7", port: int = 4000, command: int = 1) -> bytes
     destination = ipaddress.ip_address("192.0.2.1" if source.version == 4 else "2001:db8::1")
     body = source.packed + destination.packed + struct.pack("!HH", port, 443) + b"\x04\x00\x01x"
     return V2_SIGNATURE + bytes([0x20 | command, family]) + struct.pack("!H", len(body)) + body
-
-
-def read_response(sock: socket.socket | ssl.SSLSocket) -> tuple[bytes, bytes]:
-    """One HTTP/1.1 response with a Content-Length: (head, body)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"closed before a response: {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:")))  # fmt: skip
-    while len(body) < length:
-        body += sock.recv(65536)
-    return head, body
 
 
 def environ_over(sock: socket.socket | ssl.SSLSocket) -> dict[str, Any]:
