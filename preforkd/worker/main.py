@@ -113,7 +113,10 @@ def _serve(spec: WorkerSpec, app: WSGIApp, loop: asyncio.AbstractEventLoop) -> i
 
     access_log = AccessLog(cfg.access_logfile, cfg.access_log_format)
     executor = AppThreads(
-        cfg.threads, name=f"preforkd-w{spec.worker_id}", call_later=loop.call_later
+        cfg.threads,
+        name=f"preforkd-w{spec.worker_id}",
+        call_later=loop.call_later,
+        call_soon=loop.call_soon,
     )
     state = WorkerState(
         app=app,

@@ -72,3 +72,21 @@ def test_beyond_the_eager_threads_the_pool_grows_only_while_threads_are_blocked(
     wait_for(lambda: len(done) == 6, timeout=5, what="six blocked tasks at once")
     assert pool.started == 6
     pool.shutdown()
+
+
+def test_a_loop_turns_tasks_are_handed_over_together_after_its_callbacks() -> None:
+    """With the loop's call_soon, submit() only collects: the turn's tasks reach the
+    threads in one hand-over (one wake-up for the lot, not one per request)."""
+    scheduled: list[Callable[[], None]] = []
+    pool = AppThreads(4, call_soon=scheduled.append)  # stands in for loop.call_soon
+    done: list[int] = []
+    for i in range(5):
+        pool.submit(done.append, i)
+    assert len(scheduled) == 1  # one hand-over per turn, however many tasks
+    assert pool.started == 0 and done == []  # nothing queued before it runs
+    scheduled.pop()()
+    wait_for(lambda: sorted(done) == [0, 1, 2, 3, 4], timeout=5, what="the turn's tasks")
+    pool.submit(done.append, 5)  # the next turn schedules its own hand-over
+    assert len(scheduled) == 1
+    pool.shutdown()  # a turn collected when the worker stops still runs
+    wait_for(lambda: 5 in done, timeout=5, what="the task collected before shutdown")
