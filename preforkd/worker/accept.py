@@ -207,6 +207,9 @@ class Acceptor:
             # A failed TLS handshake, or a peer gone before we started: nothing to serve.
             log.debug("Connection not started: %s", exc)
             conn.close()
+        except Exception:  # e.g. the protocol could not be made: close, say why
+            log.exception("Connection not started")
+            conn.close()
         finally:
             self.gate.started_one()
 
