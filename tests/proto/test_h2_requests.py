@@ -276,3 +276,58 @@ def test_custom_methods_reach_the_application() -> None:
     )  # fmt: skip
     server_events, _ = pair.exchange()
     assert isinstance(server_events[0], Request) and server_events[0].method == "PROPFIND"
+
+
+def test_a_repeated_field_block_is_parsed_once_and_each_stream_gets_its_own_request() -> None:
+    """parse_request keeps what it made of a clean field block: a repeat returns an equal
+    Request with its own header list, and what depends on the stream (its id, END_STREAM)
+    is still applied per call."""
+    from preforkd.proto.h2 import fields as h2fields
+
+    block = [
+        (b":method", b"POST"),
+        (b":scheme", b"https"),
+        (b":path", b"/memo-test"),
+        (b":authority", b"example.com"),
+        (b"content-length", b"3"),
+        (b"expect", b"100-continue"),
+    ]
+    h2fields._parsed.clear()
+    first = h2fields.parse_request(block, 1, False)
+    assert len(h2fields._parsed) == 1
+    again = h2fields.parse_request(list(block), 3, False)
+    assert again == Request(
+        "POST",
+        "/memo-test",
+        "2",
+        [("host", "example.com"), ("content-length", "3"), ("expect", "100-continue")],
+        expect_continue=True,
+        has_body=True,
+        content_length=3,
+        stream_id=3,
+    )
+    assert again.headers == first.headers and again.headers is not first.headers
+    # From the memo too: a content-length with no body to follow is malformed (§8.1.1).
+    with pytest.raises(h2fields.Malformed):
+        h2fields.parse_request(block, 5, True)
+    # A malformed block is never remembered, and is refused each time.
+    bad = [*block[:2], (b":path", b"no-slash"), *block[3:]]
+    for sid in (7, 9):
+        with pytest.raises(h2fields.Malformed):
+            h2fields.parse_request(bad, sid, False)
+    assert len(h2fields._parsed) == 1
+
+
+def test_the_parsed_request_memo_is_bounded_in_entries_and_bytes() -> None:
+    from preforkd.proto.h2 import fields as h2fields
+
+    h2fields._parsed.clear()
+    base = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a")]
+    big = [*base, (b":path", b"/big"), (b"cookie", b"x" * h2fields._PARSED_BLOCK_MAX)]
+    assert h2fields.parse_request(big, 1, True).target == "/big"
+    assert not h2fields._parsed  # too large to keep
+    for i in range(h2fields._PARSED_MAX + 10):
+        h2fields.parse_request([*base, (b":path", b"/%d" % i)], 1, True)
+    assert len(h2fields._parsed) == h2fields._PARSED_MAX
+    assert h2fields.parse_request([*base, (b":path", b"/new")], 1, True).target == "/new"
+    h2fields._parsed.clear()
