@@ -152,18 +152,24 @@ def test_an_idle_connection_core_is_small() -> None:
 
 def test_a_data_payload_is_copied_once_on_its_way_to_the_app() -> None:
     """A DATA frame's payload reaches the Data event as the FrameReader's own copy of it
-    (padding aside), not copied again: uploads are copy-bound (issue 10's upload goal)."""
+    (padding aside), not copied again: uploads are copy-bound (issue 10's upload goal).
+    A frame inside one read is sliced out of the read; one split across reads is
+    assembled from its pieces, without copying the rest of the reads."""
     from preforkd.proto.h2.frames import FrameReader
 
     reader = FrameReader(16384)
     reader._preface_left = 0  # the preface is not the point here
     payload = b"x" * 16384
     frame = len(payload).to_bytes(3, "big") + b"\x00\x00" + (1).to_bytes(4, "big") + payload
-    reader.feed(frame[:5])  # split across reads: the bytearray path
-    reader.feed(frame[5:])
+    reader.feed(frame[:5])  # split across reads, inside the header: assembled
+    assert reader.next_frame() is None
+    reader.feed(frame[5:100])
+    assert reader.next_frame() is None
+    reader.feed(frame[100:] + frame[:7])  # the end of one frame, the start of the next
     raw = reader.next_frame()
-    assert raw is not None and raw.payload == payload and type(raw.payload) is bytes
-    reader.feed(frame * 2)  # whole frames in one read: no copy of the read itself
-    first, second = reader.next_frame(), reader.next_frame()
-    assert first is not None and second is not None and reader.next_frame() is None
-    assert first.payload == second.payload == payload
+    assert raw is not None and raw[3] == payload and type(raw[3]) is bytes
+    assert reader.next_frame() is None and len(reader._partial) == 7
+    reader.feed(frame[7:] + frame * 2)
+    frames = [reader.next_frame() for _ in range(3)]
+    assert reader.next_frame() is None and not reader._partial
+    assert all(f is not None and f[:3] == (0, 0, 1) and f[3] == payload for f in frames)

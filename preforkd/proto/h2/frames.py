@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import struct
 from dataclasses import dataclass, field
 
 from preforkd.proto.h2.settings import (
@@ -61,6 +62,9 @@ _NEEDS_ZERO = frozenset((SETTINGS, PING, GOAWAY))
 MAX_BLOCK_FRAMES = 64
 
 _HEADER_LEN = 9
+# The 9-byte frame header (RFC 9113 §4.1): a 24-bit length (as 16 + 8 bits), the type,
+# the flags, and the reserved bit with the 31-bit stream identifier.
+_HEAD = struct.Struct(">HBBBL")
 
 
 @dataclass(slots=True)
@@ -78,15 +82,19 @@ class RawFrame:
 
 
 class FrameReader:
-    """Collects received bytes and hands out complete frames, checking preface and sizes."""
+    """Collects received bytes and hands out complete frames, checking preface and sizes.
 
-    __slots__ = ("_buffer", "_max_frame_size", "_preface_left", "_start")
+    Frames inside one read are sliced out of the read's own bytes: one copy of each
+    payload, none of the read. Only a frame split across reads is assembled in
+    ``_partial`` (at most one frame: its length is checked first).
+    """
+
+    __slots__ = ("_buffer", "_max_frame_size", "_partial", "_preface_left", "_start")
 
     def __init__(self, max_frame_size: int) -> None:
-        # Received bytes not handed out yet, from _start on. Usually the very bytes object
-        # a read delivered (no copy); a bytearray only while a frame is split across reads.
-        self._buffer: bytes | bytearray = b""
-        self._start = 0  # bytes of _buffer already handed out
+        self._buffer = b""  # the latest read, handed out from _start on
+        self._start = 0
+        self._partial = bytearray()  # received before _buffer, not handed out yet
         self._max_frame_size = max_frame_size
         self._preface_left = len(PREFACE)
 
@@ -104,51 +112,85 @@ class FrameReader:
                 raise H2ProtocolError("invalid connection preface")
             self._preface_left -= take
             data = data[take:]
-        if self._start >= len(self._buffer):  # all handed out: keep the read's own bytes
-            self._buffer, self._start = data, 0
-        else:
-            if isinstance(self._buffer, bytes):
-                self._buffer = bytearray(memoryview(self._buffer)[self._start :])
-                self._start = 0
-            self._buffer += data
+        if self._start < len(self._buffer):
+            self._keep_rest()
+        self._buffer, self._start = data, 0
 
-    def next_frame(self) -> RawFrame | None:
-        """The next complete frame, or None until more bytes arrive."""
+    def next_frame(self) -> tuple[int, int, int, bytes] | None:
+        """The next complete frame as (type, flags, stream id, payload), or None until more
+        bytes arrive. A tuple, not a ``RawFrame``: an upload is 64 DATA frames per MiB, and
+        the receiving side handles DATA without building an object for it."""
+        if self._partial:
+            return self._next_split_frame()
         buffer, start = self._buffer, self._start
         if len(buffer) - start < _HEADER_LEN:
-            self._compact()
+            self._keep_rest()
             return None
-        length = int.from_bytes(buffer[start : start + 3])
+        high, low, kind, flags, stream_id = _HEAD.unpack_from(buffer, start)
+        length = high << 8 | low
         if length > self._max_frame_size:
-            # RFC 9113 §4.2: FRAME_SIZE_ERROR; a connection error is always allowed, and we
-            # refuse before buffering the payload.
-            raise H2ProtocolError(
-                f"frame of {length} bytes exceeds SETTINGS_MAX_FRAME_SIZE",
-                ErrorCodes.FRAME_SIZE_ERROR,
-            )
+            raise _oversized(length)
         end = start + _HEADER_LEN + length
         if len(buffer) < end:
-            self._compact()
+            self._keep_rest()
             return None
-        with memoryview(buffer) as view:  # one copy of the payload, and the view is released
-            payload = bytes(view[start + _HEADER_LEN : end])
+        # The payload's own bytes: a DATA payload goes to wsgi.input as it is, and keeps
+        # no read buffer alive.
+        payload = buffer[start + _HEADER_LEN : end]
         self._start = end
-        kind, flags = buffer[start + 3], buffer[start + 4]
         # RFC 9113 §4.1: the reserved bit of the stream identifier MUST be ignored.
-        stream_id = int.from_bytes(buffer[start + 5 : start + 9]) & 0x7FFFFFFF
-        if stream_id == 0 and kind in _NEEDS_STREAM:
-            raise H2ProtocolError(f"frame type {kind} on stream 0")
-        if stream_id and kind in _NEEDS_ZERO:
+        stream_id &= 0x7FFFFFFF
+        if stream_id == 0:
+            if kind in _NEEDS_STREAM:
+                raise H2ProtocolError(f"frame type {kind} on stream 0")
+        elif kind in _NEEDS_ZERO:
             raise H2ProtocolError(f"frame type {kind} on stream {stream_id}")
-        return RawFrame(kind, flags, stream_id, payload)
+        return kind, flags, stream_id, payload
 
-    def _compact(self) -> None:
-        if self._start:
-            if isinstance(self._buffer, bytearray):
-                del self._buffer[: self._start]
-            else:
-                self._buffer = self._buffer[self._start :]
-            self._start = 0
+    def _keep_rest(self) -> None:
+        """The rest of the read begins a frame that the next reads complete."""
+        if self._start < len(self._buffer):
+            self._partial += memoryview(self._buffer)[self._start :]
+        self._buffer, self._start = b"", 0
+
+    def _top_up(self, size: int) -> bool:
+        """Complete ``_partial`` to ``size`` bytes from the read; False if it is too short."""
+        partial, buffer, start = self._partial, self._buffer, self._start
+        take = min(size - len(partial), len(buffer) - start)
+        if take > 0:
+            partial += memoryview(buffer)[start : start + take]
+            self._start = start + take
+        return len(partial) >= size
+
+    def _next_split_frame(self) -> tuple[int, int, int, bytes] | None:
+        partial = self._partial
+        if not self._top_up(_HEADER_LEN):
+            return None
+        high, low, kind, flags, stream_id = _HEAD.unpack_from(partial, 0)
+        length = high << 8 | low
+        if length > self._max_frame_size:
+            raise _oversized(length)  # before the payload is buffered
+        end = _HEADER_LEN + length
+        if not self._top_up(end):
+            return None
+        with memoryview(partial) as view:
+            payload = bytes(view[_HEADER_LEN:end])
+        del partial[:end]
+        stream_id &= 0x7FFFFFFF  # RFC 9113 §4.1, as in next_frame
+        if stream_id == 0:
+            if kind in _NEEDS_STREAM:
+                raise H2ProtocolError(f"frame type {kind} on stream 0")
+        elif kind in _NEEDS_ZERO:
+            raise H2ProtocolError(f"frame type {kind} on stream {stream_id}")
+        return kind, flags, stream_id, payload
+
+
+def _oversized(length: int) -> H2ProtocolError:
+    # RFC 9113 §4.2: FRAME_SIZE_ERROR; a connection error is always allowed, and we refuse
+    # before buffering the payload.
+    return H2ProtocolError(
+        f"frame of {length} bytes exceeds SETTINGS_MAX_FRAME_SIZE", ErrorCodes.FRAME_SIZE_ERROR
+    )
 
 
 @dataclass(slots=True)

@@ -63,11 +63,16 @@ class Receiver(ConnectionState):
         try:
             reader = self._reader
             reader.feed(data)
+            next_frame = reader.next_frame
             while not self._closed:
-                frame = reader.next_frame()
+                frame = next_frame()
                 if frame is None:
                     break
-                self._on_frame(frame)
+                kind, flags, sid, payload = frame
+                if kind == frames.DATA and self._block is None:
+                    self._on_data(flags, sid, payload)  # the bulk of an upload: no RawFrame
+                else:
+                    self._on_frame(RawFrame(kind, flags, sid, payload))
         except H2ProtocolError as exc:
             self._fail(exc)
             raise
@@ -89,9 +94,7 @@ class Receiver(ConnectionState):
             elif not frame.length:
                 self._empty.spend(self._now)
             return
-        if kind == frames.DATA:
-            self._on_data(frame)
-        elif kind == frames.HEADERS:
+        if kind == frames.HEADERS:
             block = HeaderBlock.start(frame, self._block_limit)
             if frame.flags & frames.END_HEADERS:
                 self._on_header_block(block)
@@ -158,17 +161,52 @@ class Receiver(ConnectionState):
 
     # -- DATA (RFC 9113 §6.1) ------------------------------------------------------------------
 
-    def _on_data(self, frame: RawFrame) -> None:
-        length = frame.length
+    def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
+        """A DATA frame: an upload brings 64 per MiB, so the usual case (an open stream
+        whose body the application reads, no padding) is handled first, inline."""
+        length = len(payload)
+        window = self._recv_window
         # §6.9: DATA counts against the connection window whatever the stream's state.
-        if not self._recv_window.receive(length):
+        if length > window.available:
             raise H2ProtocolError(
                 "DATA beyond the connection window", ErrorCodes.FLOW_CONTROL_ERROR
             )
-        sid = frame.stream_id
-        payload = frame.payload
+        window.available -= length
+        stream = self._streams.get(sid)
+        if (
+            stream is None
+            or flags & frames.PADDED
+            or not stream.request_open
+            or stream.reset
+            or stream.app_done
+            or not length
+        ):
+            self._on_other_data(flags, sid, payload, stream)
+            return
+        window = stream.recv_window
+        if length > window.available:
+            # §6.9.1: a peer that overruns the window we granted has lost track of flow
+            # control; a connection error, as h2 answers it too.
+            raise H2ProtocolError(
+                f"DATA beyond the window of stream {sid}", ErrorCodes.FLOW_CONTROL_ERROR
+            )
+        window.available -= length
+        stream.received += length
+        if stream.expected is not None and stream.received > stream.expected:
+            self._ack(stream, length)
+            self._stream_error(sid, ErrorCodes.PROTOCOL_ERROR, "body over content-length")
+            return
+        stream.unacked += length
+        self._events.append(Data(payload, sid))
+        if flags & frames.END_STREAM:
+            self._on_request_end(stream)
+
+    def _on_other_data(self, flags: int, sid: int, payload: bytes, stream: Stream | None) -> None:
+        """DATA with padding, empty, or on a stream that is not open or not read (its
+        length is already counted against the connection window)."""
+        length = len(payload)
         start, end = 0, length
-        if frame.flags & frames.PADDED:
+        if flags & frames.PADDED:
             if not length:
                 raise H2ProtocolError("DATA too short for its padding", ErrorCodes.FRAME_SIZE_ERROR)
             start, end = 1, length - payload[0]
@@ -179,8 +217,7 @@ class Receiver(ConnectionState):
             self._ack(None, length)  # nobody will read it: the window goes back at once
             return
         if not stream.recv_window.receive(length):
-            # §6.9.1: a peer that overruns the window we granted has lost track of flow
-            # control; a connection error, as h2 answers it too.
+            # §6.9.1, as in _on_data.
             raise H2ProtocolError(
                 f"DATA beyond the window of stream {sid}", ErrorCodes.FLOW_CONTROL_ERROR
             )
@@ -194,11 +231,11 @@ class Receiver(ConnectionState):
                 self._stream_error(sid, ErrorCodes.PROTOCOL_ERROR, "body over content-length")
                 return
             stream.unacked += size
-            body = payload if end - start == length else payload[start:end]
+            body = payload if size == length else payload[start:end]
             self._events.append(Data(body, sid))
-        elif not frame.flags & frames.END_STREAM:
+        elif not flags & frames.END_STREAM:
             self._empty.spend(self._now)  # CVE-2019-9518
-        if frame.flags & frames.END_STREAM:
+        if flags & frames.END_STREAM:
             self._on_request_end(stream)
 
     def _on_request_end(self, stream: Stream) -> None:
