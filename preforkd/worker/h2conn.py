@@ -140,6 +140,9 @@ class H2Stream(Channel):
             core.send_response(sid, "100 Continue", [])
         if nbytes:
             core.acknowledge_received_data(sid, nbytes)
+        # The reader reports before it blocks: wake it at once if the client cannot send
+        # what it waits for without more consumption (see InputStream.wake).
+        self.input.wake(core.receivable(sid))
         conn.schedule_flush()
 
 
@@ -192,7 +195,7 @@ class H2Protocol(asyncio.Protocol):
         events = self.core.initiate_upgrade(settings_header, request)
         if request.has_body:
             events += self.core.receive_upgrade_body(body, end=True)
-        self._dispatch(events)
+        self._wake_readers(self._dispatch(events))
         self._flush()
         if initial:
             self.data_received(initial)
@@ -211,7 +214,7 @@ class H2Protocol(asyncio.Protocol):
             self._flush()
             self._close_all()
             return
-        self._dispatch(events)
+        fed = self._dispatch(events)
         if self.core.peer_goaway and self._drain_started is None:
             self.drain()  # the client is leaving: answer what it asked, then close
         if self.core.receiving_headers:
@@ -220,6 +223,8 @@ class H2Protocol(asyncio.Protocol):
         else:
             self._headers_since = None
         self._flush()
+        # Last: a woken app thread preempts the loop thread, only to find the GIL held.
+        self._wake_readers(fed)
 
     def eof_received(self) -> bool:
         self.data_received(b"")
@@ -249,16 +254,19 @@ class H2Protocol(asyncio.Protocol):
         self._flush()
 
     # --- events ---------------------------------------------------------------------------
-    def _dispatch(self, events: list[Event]) -> None:
-        fed: list[InputStream] = []  # woken once each, after the whole read
+    def _dispatch(self, events: list[Event]) -> dict[int, H2Stream]:
+        """Hand the core's events to the streams; returns the streams that got body
+        bytes, whose readers the caller wakes (``_wake_readers``) once it is done."""
+        fed: dict[int, H2Stream] = {}  # readers are woken after the whole read, if at all
+        streams = self.streams
         for event in events:
             kind = type(event)
             if kind is Data:
-                stream = self.streams.get(event.stream_id)  # type: ignore[union-attr]
+                sid = event.stream_id  # type: ignore[union-attr]
+                stream = streams.get(sid)
                 if stream is not None:
                     stream.input.feed(event.data, wake=False)  # type: ignore[union-attr]
-                    if stream.input not in fed:
-                        fed.append(stream.input)
+                    fed[sid] = stream
             elif kind is Request:
                 self._start_stream(event)  # type: ignore[arg-type]
             elif kind is EndOfMessage:
@@ -273,8 +281,25 @@ class H2Protocol(asyncio.Protocol):
                     self.core.reset_stream(event.stream_id)  # type: ignore[union-attr]
             elif kind is ConnectionClosed:
                 self._close_all()
-        for stream_input in fed:
-            stream_input.wake()
+        return fed
+
+    def _wake_readers(self, fed: dict[int, H2Stream]) -> None:
+        """Wake the app threads whose read can now return, or that must consume what is
+        buffered for the client to send more (InputStream.wake). One wake per read, not
+        per network read: each costs thread switches and a handover of the GIL.
+
+        Body bytes reopen the windows only as they are consumed, and the connection window
+        is shared: DATA on one stream can shut it under another stream's waiting reader.
+        So once it runs low, every waiting reader is looked at, not only those fed now;
+        one with bytes buffered then consumes them, which reopens the window (never a
+        deadlock of readers each waiting for more than the window lets through)."""
+        if not fed:
+            return
+        core = self.core
+        if core.connection_receivable < core.settings.initial_window_size:
+            fed = self.streams
+        for sid, stream in fed.items():
+            stream.input.wake(core.receivable(sid))
 
     def _start_stream(self, request: Request) -> None:
         state = self.state

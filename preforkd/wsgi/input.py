@@ -43,7 +43,11 @@ class InputStream:
         self._offset = 0
         self._size = 0  # bytes buffered
         self._waiting = False  # the app thread is blocked in a read
-        self._cond = threading.Condition(threading.Lock())
+        self._want = 1  # while it is: the buffered bytes that let its read return
+        # The loop side takes the lock itself, not through the Condition's Python-level
+        # __enter__: feed runs once per HTTP/2 DATA frame (64 per MiB uploaded).
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._eof = False
         self._error: BaseException | None = None
         self._unreported = 0  # bytes consumed but not yet reported to the loop
@@ -58,18 +62,30 @@ class InputStream:
         and calls :meth:`wake` after the last piece. Waking the reading thread once per
         read, not once per 16 KiB HTTP/2 DATA frame, saves a thread switch (and a tussle
         for the GIL) per frame."""
-        with self._cond:
+        with self._lock:
             self._chunks.append(data)
             self._size += len(data)
             if wake and self._waiting:
                 self._cond.notify()
             return self._size > self._high_water
 
-    def wake(self) -> None:
-        """Wake the reading thread, if it waits (after feeds with ``wake=False``)."""
-        with self._cond:
+    def wake(self, receivable: int | None = None) -> None:
+        """Wake the reading thread, if it waits (after feeds with ``wake=False``).
+
+        ``receivable`` (HTTP/2): how many more body bytes the peer may send before the
+        receive windows must reopen. The reader is then woken only when its read can
+        complete, or when it must consume what is buffered so that the windows reopen (the
+        peer cannot send the rest otherwise): about one wake per read instead of one per
+        network read, each of which costs thread switches and a handover of the GIL."""
+        with self._lock:
             if self._waiting:
-                self._cond.notify()
+                size = self._size
+                if (
+                    receivable is None
+                    or size >= self._want
+                    or (size and self._want - size > receivable)
+                ):
+                    self._cond.notify()
 
     def feed_eof(self) -> None:
         with self._cond:
@@ -101,20 +117,27 @@ class InputStream:
         return self._demanded
 
     # --- app side -----------------------------------------------------------------------
-    def _wait_for_data(self) -> None:
-        """Block until the buffer grows, EOF or an error. Caller holds the lock."""
-        self._report(force=True)
+    def _wait_for_data(self, want: int) -> None:
+        """Block until the buffer grows, EOF or an error. Caller holds the lock.
+
+        ``want``: the buffered bytes that would let the read return (see ``wake``)."""
+        # Everything consumed is reported before blocking: the loop may need it to reopen
+        # the windows. A report of nothing only tells the loop that the app now waits: at
+        # its first read (100 Continue), or with bytes buffered (it may have to be woken).
+        self._report(force=True, empty=not self._demanded or self._size > 0)
+        self._want = want
         self._waiting = True
         try:
             self._cond.wait()
         finally:
             self._waiting = False
 
-    def _report(self, force: bool = False) -> None:
-        """Tell the loop how much was consumed, in batches, and always before blocking."""
+    def _report(self, force: bool = False, empty: bool = False) -> None:
+        """Tell the loop how much was consumed, in batches, and always before blocking;
+        ``empty``: even if that is nothing."""
         if force or self._unreported >= self._report_threshold:
             n, self._unreported = self._unreported, 0
-            if n or force:
+            if n or empty:
                 self._demanded = True
                 self._schedule(lambda: self._on_consumed(n))
 
@@ -195,7 +218,7 @@ class InputStream:
                 if remaining == 0 or self._eof:
                     break
                 self._check_error()
-                self._wait_for_data()
+                self._wait_for_data(min(remaining or self._high_water, self._high_water))
             self._report()
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -214,7 +237,7 @@ class InputStream:
                     line = self._take(min(limit, self._size))
                     break
                 self._check_error()
-                self._wait_for_data()
+                self._wait_for_data(self._size + 1)  # any new byte may end the line
             self._report()
         return line
 
@@ -250,7 +273,7 @@ class EmptyInput(InputStream):
     def feed(self, data: bytes, wake: bool = True) -> bool:
         raise AssertionError("a request without a body got body bytes")
 
-    def wake(self) -> None:
+    def wake(self, receivable: int | None = None) -> None:
         pass
 
     def feed_eof(self) -> None:

@@ -221,6 +221,19 @@ class H2Connection(Receiver):
             stream.unacked -= nbytes
             self._ack(stream, nbytes)
 
+    def receivable(self, stream_id: int) -> int:
+        """How many more DATA bytes the client may send on the stream before our windows
+        (the stream's and the connection's) must reopen: 0 for a stream that is over."""
+        stream = self._streams.get(stream_id)
+        if stream is None or not stream.request_open or self._closed:
+            return 0
+        return min(stream.recv_window.available, self._recv_window.available)
+
+    @property
+    def connection_receivable(self) -> int:
+        """How many more DATA bytes the client may send on the connection, all streams."""
+        return self._recv_window.available
+
     # -- sending ----------------------------------------------------------------------------
 
     def send_response(
