@@ -217,6 +217,66 @@ def test_request_body_reaches_the_app_and_the_window_reopens() -> None:
     run(scenario)
 
 
+def test_readers_waiting_for_big_reads_do_not_hold_the_shared_connection_window() -> None:
+    """A reader is woken only when its read can return, unless the windows keep the rest
+    from coming: here another stream's unread body shuts the connection window under a
+    reader that holds part of what it asked for. That reader must be woken to consume
+    it (which reopens the window), or both streams wait forever."""
+    release = threading.Event()
+
+    def reader(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        stream, total = environ["wsgi.input"], 0
+        if environ["PATH_INFO"] == "/slow":
+            release.wait(10)  # reads nothing until the other stream is answered
+        while chunk := stream.read(65536):  # more than a window: waits for a full read
+            total += len(chunk)
+        start_response("200 OK", [])
+        return [str(total).encode()]
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        windows = H2Settings(initial_window_size=65535, connection_window_size=65535)
+        h = Harness(loop, reader, h2=windows)
+        h.open()
+        h.pump()
+        head = [(":method", "POST"), (":scheme", "http"), (":authority", "a")]
+        fast = h.client.get_next_available_stream_id()
+        h.client.send_headers(fast, [*head, (":path", "/fast")])
+        h.client.send_data(fast, b"f" * 16384)  # buffered: less than the read asks for
+        h.client.send_data(fast, b"f" * 3616)
+        h.responses[fast] = Response()
+        h.flush_client()
+        # The reader waits for more (its report that it does has been handled).
+        await h.until(lambda: fast in h.proto.streams and h.proto.streams[fast].input.demanded)
+        await asyncio.sleep(0)
+        slow = h.client.get_next_available_stream_id()
+        h.client.send_headers(slow, [*head, (":path", "/slow")])
+        h.client.send_data(slow, b"s" * 16384)
+        h.client.send_data(slow, b"s" * 16384)
+        h.client.send_data(slow, b"s" * 12767)  # the connection window is now shut
+        h.responses[slow] = Response()
+        h.flush_client()  # another read: only the slow stream is fed
+        sent, size = 20000, 200_000
+        deadline = time.monotonic() + 5
+        while sent < size:
+            h.pump()
+            window = min(h.client.local_flow_control_window(fast), 16384, size - sent)
+            if window:
+                h.client.send_data(fast, b"f" * window, end_stream=sent + window == size)
+                sent += window
+                h.flush_client()
+            assert time.monotonic() < deadline, f"the windows stayed shut after {sent} bytes"
+            await asyncio.sleep(0.001)
+        await h.until(lambda: h.done(fast))
+        assert bytes(h.responses[fast].body) == b"200000"
+        release.set()
+        h.client.end_stream(slow)
+        h.flush_client()
+        await h.until(lambda: h.done(slow))
+        assert bytes(h.responses[slow].body) == b"45535"
+
+    run(scenario)
+
+
 def test_app_error_before_the_head_answers_500_and_the_connection_lives() -> None:
     def broken(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         if environ["PATH_INFO"] == "/boom":
