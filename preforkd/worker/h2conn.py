@@ -68,12 +68,14 @@ class H2Stream(Channel):
 
     def __init__(self, conn: H2Protocol, request: Request, window: int) -> None:
         # Buffered body is bounded by the stream's receive window: the core reopens it
-        # only as the app consumes (on_consumed), so ``window`` is just the report pace.
+        # only as the app consumes (on_consumed). Consumption is reported every half
+        # window, the core's WINDOW_UPDATE pace (flow.py): a report of less only costs a
+        # cross-thread call, and all is reported before the reader blocks anyway.
         Channel.__init__(
             self,
             conn,
             request,
-            InputStream(conn.state.call_soon_threadsafe, self.on_consumed, window)
+            InputStream(conn.state.call_soon_threadsafe, self.on_consumed, window, window // 2)
             if request.has_body
             else EMPTY_INPUT,
         )

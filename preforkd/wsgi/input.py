@@ -32,11 +32,13 @@ class InputStream:
         schedule: Schedule,
         on_consumed: Callable[[int], None],
         high_water: int = DEFAULT_HIGH_WATER,
+        report_every: int | None = None,
     ) -> None:
         self._schedule = schedule  # runs a callable on the loop thread
         self._on_consumed = on_consumed
         self._high_water = high_water
-        self._report_threshold = max(1, high_water // 4)
+        # Consumption is reported in batches of this many bytes (and before blocking).
+        self._report_threshold = report_every or max(1, high_water // 4)
         # Received chunks are kept as they came (no copy into one buffer); _offset is how
         # much of the first one has been read. A read copies only what it returns.
         self._chunks: deque[bytes] = deque()
@@ -143,41 +145,34 @@ class InputStream:
 
     def _take(self, n: int) -> bytes:
         """Remove and return the next ``n`` buffered bytes (n <= self._size)."""
-        if not n:
-            return b""
-        chunks, offset = self._chunks, self._offset
-        first = chunks[0] if chunks else b""
-        if len(first) - offset >= n:  # the common case: within the first chunk
-            if offset == 0 and len(first) == n:
-                data = chunks.popleft()
-            else:
-                data = first[offset : offset + n]
-                offset += n
-                if offset == len(first):
-                    chunks.popleft()
-                    offset = 0
-        else:
-            parts = []
-            remaining = n
-            while remaining:
-                chunk = chunks[0]
-                piece = (
-                    chunk[offset : offset + remaining]
-                    if offset or remaining < len(chunk)
-                    else chunk
-                )
+        parts: list[bytes | memoryview] = []
+        self._take_parts(n, parts)
+        return _joined(parts)
+
+    def _take_parts(self, n: int, parts: list[bytes | memoryview]) -> None:
+        """Remove the next ``n`` buffered bytes (n <= self._size), appended to ``parts``
+        without copying: whole chunks as they are, the rest as memoryviews. The caller
+        copies once, into what it returns (``_joined``), however many waits it took."""
+        chunks, offset, remaining = self._chunks, self._offset, n
+        while remaining:
+            chunk = chunks[0]
+            end = offset + remaining
+            if offset or end < len(chunk):
+                piece = memoryview(chunk)[offset:end]
                 parts.append(piece)
-                remaining -= len(piece)
                 offset += len(piece)
-                if offset == len(chunk):
-                    chunks.popleft()
-                    offset = 0
-            data = b"".join(parts)
+                remaining -= len(piece)
+            else:
+                parts.append(chunk)
+                offset = len(chunk)
+                remaining -= offset
+            if offset == len(chunk):
+                chunks.popleft()
+                offset = 0
         self._offset = offset
         self._size -= n
         self._unreported += n
         self.bytes_read += n
-        return data
 
     def _find_newline(self, limit: int) -> int:
         """Index of the first b"\\n" among the first ``limit`` buffered bytes, or -1."""
@@ -207,12 +202,12 @@ class InputStream:
         Data is taken out of the bounded buffer as it arrives, so asking for more than the
         high-water mark never stalls the producer."""
         remaining = None if size is None or size < 0 else size
-        parts: list[bytes] = []
+        parts: list[bytes | memoryview] = []
         with self._cond:
             while True:
                 if self._size and remaining != 0:
                     n = self._size if remaining is None else min(remaining, self._size)
-                    parts.append(self._take(n))
+                    self._take_parts(n, parts)
                     if remaining is not None:
                         remaining -= n
                 if remaining == 0 or self._eof:
@@ -220,7 +215,7 @@ class InputStream:
                 self._check_error()
                 self._wait_for_data(min(remaining or self._high_water, self._high_water))
             self._report()
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return _joined(parts)
 
     def readline(self, size: int | None = -1) -> bytes:
         # A line is capped at the buffer size: a client cannot make us hold an endless line.
@@ -254,6 +249,13 @@ class InputStream:
     def __iter__(self) -> Iterator[bytes]:
         while line := self.readline():
             yield line
+
+
+def _joined(parts: list[bytes | memoryview]) -> bytes:
+    """The pieces as one bytes object: a whole chunk as it is, else one copy."""
+    if len(parts) == 1 and type(parts[0]) is bytes:
+        return parts[0]
+    return b"".join(parts)
 
 
 def _ignore_consumed(nbytes: int) -> None:

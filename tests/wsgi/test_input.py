@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -79,6 +80,51 @@ def test_first_demand_is_reported_even_with_nothing_consumed() -> None:
     loop.run_until(lambda: consumed == [0])  # this is when HTTP/1.1 sends 100 Continue
     stream.feed(b"z")
     thread.join(5)
+
+
+def _blocked_read(
+    stream: InputStream, loop: FakeLoop, size: int
+) -> tuple[threading.Thread, list[bytes]]:
+    """An app thread blocked in ``stream.read(size)``; its first demand is handled."""
+    result: list[bytes] = []
+    thread = run_in_thread(lambda: result.append(stream.read(size)))
+    loop.run_until(lambda: stream.demanded)
+    return thread, result
+
+
+def test_http2_reader_is_woken_once_its_read_can_return() -> None:
+    # HTTP/2 passes how much the client may still send (receivable): a reader waiting for
+    # 8 bytes, with 3 buffered and 5 more allowed, is not woken for the 3 (each wake costs
+    # thread switches); once 8 are there, it is, and takes them in one piece.
+    stream, loop, consumed = make()
+    thread, result = _blocked_read(stream, loop, 8)
+    stream.feed(b"abc", wake=False)
+    stream.wake(receivable=5)
+    stream.feed(b"defgh", wake=False)
+    stream.wake(receivable=0)
+    thread.join(5)
+    loop.run_until(lambda: sum(consumed) == 8)
+    assert result == [b"abcdefgh"]
+    assert consumed == [0, 8], "woken before its read could return"
+
+
+def test_http2_reader_is_woken_when_the_windows_keep_the_rest_from_coming() -> None:
+    # 3 buffered, 5 missing, only 2 more may come before the windows reopen, and they
+    # reopen only as the reader consumes: it must take the 3 now, and report them.
+    stream, loop, consumed = make()
+    thread, result = _blocked_read(stream, loop, 8)
+    stream.feed(b"abc", wake=False)
+    stream.wake(receivable=2)
+    loop.run_until(lambda: consumed == [0, 3])
+    assert not result
+    # With nothing buffered there is nothing to consume: no wake, however shut.
+    stream.wake(receivable=0)
+    stream.feed(b"defgh", wake=False)
+    stream.wake(receivable=0)
+    thread.join(5)
+    assert result == [b"abcdefgh"]
+    loop.run_until(lambda: sum(consumed) == 8)
+    assert consumed == [0, 3, 5]
 
 
 def test_readline_and_iteration() -> None:
