@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from preforkd.wsgi.bridge import WSGICycle
 
 
+READ_BUFFER_SIZE = 256 * 1024  # uvloop's own read buffer; libuv suggests 64 KiB
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionSettings:
     """The slice of the configuration a connection needs (a small frozen sub-config)."""
@@ -75,6 +78,11 @@ class WorkerState:
     clock: Callable[[], float] = time.monotonic
     pid: int = field(default_factory=os.getpid)  # made after fork, in the worker
     date_header: bytes = b""
+    # HTTP/2 connections read into this buffer (asyncio.BufferedProtocol), one read at a
+    # time on the loop thread, and copy out only each frame's payload: the size of the
+    # most uvloop reads at once. Allocated on first use, so a worker that never speaks
+    # HTTP/2 does not hold it.
+    _read_buffer: bytearray | None = None
 
     def tick(self) -> None:
         self.now = self.clock()
@@ -83,6 +91,13 @@ class WorkerState:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self.tick()
+
+    @property
+    def read_buffer(self) -> bytearray:
+        """The buffer HTTP/2 connections lend to each read (see ``_read_buffer``)."""
+        if self._read_buffer is None:
+            self._read_buffer = bytearray(READ_BUFFER_SIZE)
+        return self._read_buffer
 
     @property
     def in_flight(self) -> int:

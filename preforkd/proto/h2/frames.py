@@ -84,17 +84,31 @@ class RawFrame:
 class FrameReader:
     """Collects received bytes and hands out complete frames, checking preface and sizes.
 
-    Frames inside one read are sliced out of the read's own bytes: one copy of each
-    payload, none of the read. Only a frame split across reads is assembled in
-    ``_partial`` (at most one frame: its length is checked first).
+    Two ways in. ``feed(data)``: the bytes of one read. ``get_buffer(scratch)`` then
+    ``buffer_updated(nbytes)`` (asyncio.BufferedProtocol): the transport reads straight
+    into a buffer the adapter lends for that one read (``scratch``, shared by all the
+    connections of a worker: one read is cut into frames before the next begins), which
+    spares a copy of every received byte. Either way, each frame's payload is copied
+    once, into bytes of its own: a DATA payload goes to wsgi.input as it is, and no read
+    buffer stays alive or is overwritten under it. The beginning of a frame split across
+    reads waits in ``_partial`` (at most one frame: its length is checked first).
     """
 
-    __slots__ = ("_buffer", "_max_frame_size", "_partial", "_preface_left", "_start")
+    __slots__ = (
+        "_buffer",
+        "_end",
+        "_lead",
+        "_max_frame_size",
+        "_partial",
+        "_preface_left",
+        "_start",
+    )
 
     def __init__(self, max_frame_size: int) -> None:
-        self._buffer = b""  # the latest read, handed out from _start on
-        self._start = 0
+        self._buffer = _NOTHING  # bytes being cut into frames, from _start to _end
+        self._start = self._end = 0
         self._partial = bytearray()  # received before _buffer, not handed out yet
+        self._lead = 0  # bytes of _partial moved to the front of the lent buffer
         self._max_frame_size = max_frame_size
         self._preface_left = len(PREFACE)
 
@@ -103,18 +117,57 @@ class FrameReader:
         return not self._preface_left
 
     def feed(self, data: bytes) -> None:
+        """The bytes of one read."""
+        self.settle()
+        self._buffer = memoryview(data)
+        self._start, self._end = 0, len(data)
         if self._preface_left:
-            # Compare as the bytes arrive, so a client speaking something else (HTTP/1.1, TLS
-            # to a plain port) is refused at its first bytes (RFC 9113 §3.4).
-            offset = len(PREFACE) - self._preface_left
-            take = min(self._preface_left, len(data))
-            if data[:take] != PREFACE[offset : offset + take]:
-                raise H2ProtocolError("invalid connection preface")
-            self._preface_left -= take
-            data = data[take:]
-        if self._start < len(self._buffer):
-            self._keep_rest()
-        self._buffer, self._start = data, 0
+            self._check_preface()
+
+    def get_buffer(self, scratch: bytearray) -> memoryview:
+        """Where the next read goes: ``scratch``, after the beginning of a frame that an
+        earlier read left (if that is not too big to move). Call ``buffer_updated`` next."""
+        self.settle()
+        view = memoryview(scratch)
+        partial = self._partial
+        lead = len(partial)
+        if lead and lead <= len(scratch) // 2:
+            # Copied, not moved: a read that brings nothing (EAGAIN) calls no
+            # buffer_updated, and another connection's read may then overwrite scratch.
+            view[:lead] = partial
+        else:
+            lead = 0  # the bytes are appended to _partial instead (a large frame)
+        self._lead = lead
+        self._buffer = view
+        return view[lead:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` were read into the buffer ``get_buffer`` returned."""
+        if self._lead:
+            self._partial.clear()  # now in front of the read
+        self._start, self._end = 0, self._lead + nbytes
+        self._lead = 0
+        if self._preface_left:
+            self._check_preface()
+
+    def settle(self) -> None:
+        """Keep what is not handed out yet in ``_partial``: the buffer may be reused."""
+        self._lead = 0
+        if self._start < self._end:
+            self._partial += self._buffer[self._start : self._end]
+        self._buffer = _NOTHING
+        self._start = self._end = 0
+
+    def _check_preface(self) -> None:
+        # Compare as the bytes arrive, so a client speaking something else (HTTP/1.1, TLS
+        # to a plain port) is refused at its first bytes (RFC 9113 §3.4).
+        start = self._start
+        offset = len(PREFACE) - self._preface_left
+        take = min(self._preface_left, self._end - start)
+        if self._buffer[start : start + take] != PREFACE[offset : offset + take]:
+            raise H2ProtocolError("invalid connection preface")
+        self._preface_left -= take
+        self._start = start + take
 
     def next_frame(self) -> tuple[int, int, int, bytes] | None:
         """The next complete frame as (type, flags, stream id, payload), or None until more
@@ -122,22 +175,20 @@ class FrameReader:
         the receiving side handles DATA without building an object for it."""
         if self._partial:
             return self._next_split_frame()
-        buffer, start = self._buffer, self._start
-        if len(buffer) - start < _HEADER_LEN:
-            self._keep_rest()
+        buffer, start, end = self._buffer, self._start, self._end
+        if end - start < _HEADER_LEN:
+            self.settle()
             return None
         high, low, kind, flags, stream_id = _HEAD.unpack_from(buffer, start)
         length = high << 8 | low
         if length > self._max_frame_size:
             raise _oversized(length)
-        end = start + _HEADER_LEN + length
-        if len(buffer) < end:
-            self._keep_rest()
+        stop = start + _HEADER_LEN + length
+        if end < stop:
+            self.settle()
             return None
-        # The payload's own bytes: a DATA payload goes to wsgi.input as it is, and keeps
-        # no read buffer alive.
-        payload = buffer[start + _HEADER_LEN : end]
-        self._start = end
+        payload = bytes(buffer[start + _HEADER_LEN : stop])
+        self._start = stop
         # RFC 9113 §4.1: the reserved bit of the stream identifier MUST be ignored.
         stream_id &= 0x7FFFFFFF
         if stream_id == 0:
@@ -147,18 +198,12 @@ class FrameReader:
             raise H2ProtocolError(f"frame type {kind} on stream {stream_id}")
         return kind, flags, stream_id, payload
 
-    def _keep_rest(self) -> None:
-        """The rest of the read begins a frame that the next reads complete."""
-        if self._start < len(self._buffer):
-            self._partial += memoryview(self._buffer)[self._start :]
-        self._buffer, self._start = b"", 0
-
     def _top_up(self, size: int) -> bool:
         """Complete ``_partial`` to ``size`` bytes from the read; False if it is too short."""
-        partial, buffer, start = self._partial, self._buffer, self._start
-        take = min(size - len(partial), len(buffer) - start)
+        partial, start = self._partial, self._start
+        take = min(size - len(partial), self._end - start)
         if take > 0:
-            partial += memoryview(buffer)[start : start + take]
+            partial += self._buffer[start : start + take]
             self._start = start + take
         return len(partial) >= size
 
@@ -183,6 +228,9 @@ class FrameReader:
         elif kind in _NEEDS_ZERO:
             raise H2ProtocolError(f"frame type {kind} on stream {stream_id}")
         return kind, flags, stream_id, payload
+
+
+_NOTHING = memoryview(b"")
 
 
 def _oversized(length: int) -> H2ProtocolError:

@@ -57,12 +57,45 @@ class Receiver(ConnectionState):
         if not data:
             self._closed = True
             return [ConnectionClosed()]
+        try:
+            self._reader.feed(data)
+        except H2ProtocolError as exc:  # not the connection preface
+            self._fail(exc)
+            raise
+        return self._receive(now)
+
+    def get_buffer(self, scratch: bytearray) -> memoryview:
+        """Where the transport should read to (asyncio.BufferedProtocol.get_buffer).
+
+        ``scratch`` is lent for this one read, until ``buffer_updated`` returns; a worker
+        may lend the same buffer to all its connections. Reading into it instead of
+        passing bytes to ``receive_data`` spares a copy of every received byte.
+        """
+        return self._reader.get_buffer(scratch)
+
+    def buffer_updated(self, nbytes: int, now: float) -> list[Event]:
+        """``nbytes`` were read into the buffer ``get_buffer`` returned: as
+        ``receive_data`` with those bytes (EOF still comes as ``receive_data(b"")``)."""
+        reader = self._reader
+        if self._error is not None or self._closed:
+            reader.settle()  # nothing more is parsed: the lent buffer is not kept
+            if self._error is not None:
+                raise self._error
+            return []
+        try:
+            reader.buffer_updated(nbytes)
+        except H2ProtocolError as exc:  # not the connection preface
+            reader.settle()
+            self._fail(exc)
+            raise
+        return self._receive(now)
+
+    def _receive(self, now: float) -> list[Event]:
         self._now = now
         events: list[Event] = []
         self._events = events
+        reader = self._reader
         try:
-            reader = self._reader
-            reader.feed(data)
             next_frame = reader.next_frame
             while not self._closed:
                 frame = next_frame()
@@ -77,6 +110,7 @@ class Receiver(ConnectionState):
             self._fail(exc)
             raise
         finally:
+            reader.settle()  # the rest waits in the reader: a lent buffer is reused
             self._events = []  # the caller owns the events now: keep nothing alive
         return events
 
