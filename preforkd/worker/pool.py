@@ -17,6 +17,16 @@ poll, and the loop then writes all their responses in one turn: 0.2 switches per
 and 35% more requests per second on one CPU. The cost is one loop callback per turn that
 has tasks; the first task of a quiet turn waits for no timer.
 
+Not preempting the loop. App threads run under SCHED_BATCH (Linux): a thread that
+wakes up then waits for the running thread's time slice to end or for it to block,
+instead of preempting it. Woken (a request body arrived, a write was taken), an app
+thread needs the GIL, which the preempted thread -- the loop, or another app thread --
+holds: preempting it only costs two context switches before the woken thread sleeps again
+on the GIL. On an h2c load of 1 MiB uploads (64 streams, one thread each, reading 64 KiB at
+a time) that took voluntary context switches from 27 to 9 per request, involuntary ones
+from 20 to under 1, and worker CPU per request down ~15%; hello loads were unchanged.
+It changes nothing else: the threads keep their share of the CPU (same nice value).
+
 Sizing. The cap (``--threads``, default 64) is what one worker runs at once: a browser
 asking for 30 slow subresources over one HTTP/2 connection gets them all at once, not 16
 at a time. Threads start only when a task finds none idle. Up to ``eager`` (16) they start
@@ -35,6 +45,7 @@ space. The application's own per-thread state (connections, caches) comes on top
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -62,8 +73,10 @@ class AppThreads:
         eager: int = EAGER,
         call_later: Callable[[float, Callable[[], None]], Any] | None = None,
         call_soon: Callable[[Callable[[], None]], Any] | None = None,
+        batch: bool = True,
     ) -> None:
         self.size = size
+        self.batch = batch  # threads run under SCHED_BATCH, where there is one
         self.name = name
         self.idle_timeout = idle_timeout
         self.keep = keep
@@ -137,6 +150,8 @@ class AppThreads:
         thread.start()
 
     def _work(self) -> None:
+        if self.batch:
+            _no_wakeup_preemption()
         get, lock, monotonic = self._tasks.get, self._lock, time.monotonic
         while True:
             with lock:
@@ -173,3 +188,16 @@ class AppThreads:
     def started(self) -> int:
         """Threads alive now (started and not retired)."""
         return self._count
+
+
+def _no_wakeup_preemption() -> None:
+    """Run the calling thread under SCHED_BATCH (see the module docstring), if the
+    platform has it; nothing changes where it does not or where it is refused."""
+    setscheduler = getattr(os, "sched_setscheduler", None)
+    batch = getattr(os, "SCHED_BATCH", None)
+    if setscheduler is None or batch is None:
+        return
+    try:
+        setscheduler(0, batch, os.sched_param(0))  # 0: the calling thread (Linux)
+    except OSError as exc:
+        log.debug("App threads keep the default scheduling policy: %s", exc)

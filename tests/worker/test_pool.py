@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
+
+import pytest
 
 from preforkd.worker.pool import AppThreads
 from tests.integration.harness import wait_for
@@ -90,3 +93,17 @@ def test_a_loop_turns_tasks_are_handed_over_together_after_its_callbacks() -> No
     assert len(scheduled) == 1
     pool.shutdown()  # a turn collected when the worker stops still runs
     wait_for(lambda: 5 in done, timeout=5, what="the task collected before shutdown")
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+def test_app_threads_do_not_preempt_on_wakeup() -> None:
+    # SCHED_BATCH: a woken app thread waits for the running thread (the loop, holding
+    # the GIL it needs) to block, instead of preempting it for nothing.
+    for batch, expected in ((True, os.SCHED_BATCH), (False, os.SCHED_OTHER)):
+        policies: list[int] = []
+        pool = AppThreads(1, batch=batch)
+        pool.submit(lambda _, seen=policies: seen.append(os.sched_getscheduler(0)), None)
+        wait_for(lambda seen=policies: bool(seen), timeout=5, what="the task")
+        assert policies == [expected]
+        pool.shutdown()
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the submitting thread keeps its own
