@@ -311,14 +311,18 @@ class H2Protocol(asyncio.BufferedProtocol):
         is shared: DATA on one stream can shut it under another stream's waiting reader.
         So once it runs low, every waiting reader is looked at, not only those fed now;
         one with bytes buffered then consumes them, which reopens the window (never a
-        deadlock of readers each waiting for more than the window lets through)."""
+        deadlock of readers each waiting for more than the window lets through). A stream
+        with nothing buffered is skipped without taking its lock: a client that keeps the
+        window low with many streams open costs little more per read."""
         if not fed:
             return
         core = self.core
         if core.connection_receivable < core.settings.initial_window_size:
             fed = self.streams
         for sid, stream in fed.items():
-            stream.input.wake(core.receivable(sid))
+            stream_input = stream.input
+            if stream_input.buffered:  # the loop alone adds to it: no stale zero here
+                stream_input.wake(core.receivable(sid))
 
     def _start_stream(self, request: Request) -> None:
         state = self.state
