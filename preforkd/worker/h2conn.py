@@ -275,31 +275,47 @@ class H2Protocol(asyncio.BufferedProtocol):
     # --- events ---------------------------------------------------------------------------
     def _dispatch(self, events: list[Event]) -> dict[int, H2Stream]:
         """Hand the core's events to the streams; returns the streams that got body
-        bytes, whose readers the caller wakes (``_wake_readers``) once it is done."""
-        fed: dict[int, H2Stream] = {}  # readers are woken after the whole read, if at all
+        bytes, whose readers the caller wakes (``_wake_readers``) once it is done.
+
+        A stream's body pieces from one read go to its InputStream together (one lock,
+        not one per 16 KiB DATA frame), before any later event of that stream."""
+        body: dict[int, list[bytes]] = {}
         streams = self.streams
         for event in events:
             kind = type(event)
             if kind is Data:
                 sid = event.stream_id  # type: ignore[union-attr]
-                stream = streams.get(sid)
-                if stream is not None:
-                    stream.input.feed(event.data, wake=False)  # type: ignore[union-attr]
-                    fed[sid] = stream
+                pieces = body.get(sid)
+                if pieces is None:
+                    body[sid] = [event.data]  # type: ignore[union-attr]
+                else:
+                    pieces.append(event.data)  # type: ignore[union-attr]
             elif kind is Request:
                 self._start_stream(event)  # type: ignore[arg-type]
             elif kind is EndOfMessage:
-                stream = self.streams.get(event.stream_id)  # type: ignore[union-attr]
+                sid = event.stream_id  # type: ignore[union-attr]
+                stream = streams.get(sid)
                 if stream is not None:
+                    if sid in body:
+                        stream.input.feed_all(body.pop(sid))
                     stream.input.feed_eof()
             elif kind is StreamReset:
-                stream = self.streams.get(event.stream_id)  # type: ignore[union-attr]
+                sid = event.stream_id  # type: ignore[union-attr]
+                body.pop(sid, None)  # the request is abandoned with it
+                stream = streams.get(sid)
                 if stream is not None:
                     stream.abandon(None)
                 else:
-                    self.core.reset_stream(event.stream_id)  # type: ignore[union-attr]
+                    self.core.reset_stream(sid)
             elif kind is ConnectionClosed:
+                body.clear()
                 self._close_all()
+        fed: dict[int, H2Stream] = {}  # readers are woken after the whole read, if at all
+        for sid, pieces in body.items():
+            stream = streams.get(sid)
+            if stream is not None:
+                stream.input.feed_all(pieces)
+                fed[sid] = stream
         return fed
 
     def _wake_readers(self, fed: dict[int, H2Stream]) -> None:

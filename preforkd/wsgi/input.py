@@ -71,6 +71,13 @@ class InputStream:
                 self._cond.notify()
             return self._size > self._high_water
 
+    def feed_all(self, pieces: list[bytes]) -> None:
+        """``feed(piece, wake=False)`` for each piece, under one lock: HTTP/2 hands over
+        a stream's DATA payloads of one network read together, then calls ``wake``."""
+        with self._lock:
+            self._chunks.extend(pieces)
+            self._size += sum(map(len, pieces))
+
     def wake(self, receivable: int | None = None) -> None:
         """Wake the reading thread, if it waits (after feeds with ``wake=False``).
 
@@ -273,6 +280,9 @@ class EmptyInput(InputStream):
         self.bytes_read = 0
 
     def feed(self, data: bytes, wake: bool = True) -> bool:
+        raise AssertionError("a request without a body got body bytes")
+
+    def feed_all(self, pieces: list[bytes]) -> None:
         raise AssertionError("a request without a body got body bytes")
 
     def wake(self, receivable: int | None = None) -> None:

@@ -127,6 +127,18 @@ def test_http2_reader_is_woken_when_the_windows_keep_the_rest_from_coming() -> N
     assert consumed == [0, 3, 5]
 
 
+def test_feed_all_is_feed_of_each_piece() -> None:
+    stream, loop, _ = make()
+    thread, result = _blocked_read(stream, loop, 8)
+    stream.feed_all([b"abc", b"de", b"fghij"])
+    assert stream.buffered == 10
+    stream.wake(receivable=100)
+    thread.join(5)
+    assert result == [b"abcdefgh"]
+    stream.feed_eof()
+    assert stream.read() == b"ij"
+
+
 def test_readline_and_iteration() -> None:
     stream, _, _ = make(high_water=1024)
     stream.feed(b"one\ntwo\nthree")
