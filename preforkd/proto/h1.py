@@ -101,6 +101,7 @@ class _State(enum.Enum):
     UPGRADE_BODY = "receiving the body of an upgrade request"  # we count the bytes
     UPGRADE = "waiting for the caller to accept or decline an upgrade"
     CHUNKED = "receiving a chunked body, decoded by us (proto/chunked.py)"
+    LENGTH = "receiving a Content-Length body, counted by us (see _receive_length)"
     CLOSED = "the last request did not allow keep-alive; later bytes are ignored"
     EOF = "the peer closed its side"
     ERROR = "malformed input; the connection is dead"
@@ -108,7 +109,7 @@ class _State(enum.Enum):
 
 _IDLE, _HEAD, _BODY = _State.IDLE, _State.HEAD, _State.BODY
 _UPGRADE_BODY, _UPGRADE, _CLOSED = _State.UPGRADE_BODY, _State.UPGRADE, _State.CLOSED
-_CHUNKED = _State.CHUNKED
+_CHUNKED, _LENGTH = _State.CHUNKED, _State.LENGTH
 
 # Where a message starts in the buffer llhttp is parsing (see _head_end): an offset, or
 _EARLIER = -2  # its head began in an earlier buffer (its last bytes are in _tail)
@@ -119,7 +120,8 @@ _Offset = int | tuple["_Offset", int]
 
 
 class _TakeOver(Exception):
-    """Raised from on_headers_complete to stop llhttp after a chunked request's head."""
+    """Raised from on_headers_complete to stop llhttp after a request's head whose body we
+    frame ourselves (chunked, or a Content-Length body that goes on past this buffer)."""
 
 
 # Request fields the callbacks act on; every other field is only recorded.
@@ -302,6 +304,11 @@ class H1Connection:
         if self._error is not None:
             self._fail(self._error, [])
         state = self._state
+        if state is _LENGTH and 0 < len(data) < self._remaining:
+            # The common read of a large upload: all of it is body. The bytes object is
+            # passed on as it is (no copy, no llhttp, no callback).
+            self._remaining -= len(data)
+            return [Data(data)]
         if not data:
             return self._receive_eof()
         if state is _UPGRADE:
@@ -318,7 +325,9 @@ class H1Connection:
             if state is _UPGRADE_BODY:
                 self._receive_upgrade_body(data)
             else:
-                if state is _CHUNKED:
+                if state is _LENGTH:
+                    data = self._receive_length(data)
+                elif state is _CHUNKED:
                     data = self._receive_chunked(data)
                 if (
                     data
@@ -414,7 +423,7 @@ class H1Connection:
             except HttpParserCallbackError as exc:
                 if not isinstance(exc.__context__, _TakeOver):
                     raise
-                rest = self._take_over_body(data[exc.__context__.args[0] :])
+                rest = self._take_over_body(data, exc.__context__.args[0])
             if not rest:
                 return
             data = rest
@@ -477,14 +486,41 @@ class H1Connection:
             return end + 4 - len(tail)
         return None
 
-    def _take_over_body(self, rest: bytes) -> bytes:
-        """llhttp stopped after a chunked request's head: decode its body ourselves."""
+    def _take_over_body(self, data: bytes, head_end: int) -> bytes:
+        """llhttp stopped after a request's head (``data[:head_end]``): frame its body
+        ourselves. Returns the bytes after the body, for a fresh parser."""
         self._parser = HttpRequestParser(self._callbacks)  # the next message's
         self._buf = b""
-        data = self._receive_chunked(rest)
+        if self._state is _LENGTH:
+            data = self._receive_length(data, head_end)
+        else:
+            data = self._receive_chunked(data[head_end:])
         if data and self._state is _IDLE:
             data = self._stand_in_method(data)
         return data
+
+    def _receive_length(self, data: bytes, start: int = 0) -> bytes:
+        """Count a Content-Length body down (RFC 9112 §6.2) from ``data[start:]``; returns
+        the bytes after it once it is complete.
+
+        A read that is all body becomes one Data event holding the received bytes object
+        itself; only a read that also holds the start or the end of the body is sliced."""
+        remaining = self._remaining
+        end = start + remaining
+        if end > len(data):
+            if start < len(data):  # (a head that ends its read: no body bytes yet)
+                self._events.append(Data(data[start:] if start else data))
+                self._remaining = remaining - (len(data) - start)
+            return b""
+        self._events.append(Data(data[start:end] if start or end < len(data) else data))
+        self._events.append(EndOfMessage())
+        self._remaining = 0
+        self._headers = []
+        if not self._keep_alive:
+            self._state = _CLOSED  # RFC 9112 §9.6: what follows is not read
+            return b""
+        self._state = _IDLE
+        return data[end:]
 
     def _receive_chunked(self, data: bytes) -> bytes:
         """Feed the chunked body; returns the bytes after it once it is complete."""
@@ -566,7 +602,7 @@ class H1Connection:
 
     def _receive_eof(self) -> list[Event]:
         state = self._state
-        if state is _BODY or state is _UPGRADE_BODY or state is _CHUNKED:
+        if state is _BODY or state is _LENGTH or state is _CHUNKED or state is _UPGRADE_BODY:
             # The app must not mistake a truncated body for a complete one (RFC 9112 §8).
             self._fail(RemoteProtocolError("connection closed in the middle of a body"), [])
         if state is _State.EOF:
@@ -711,9 +747,12 @@ class H1Connection:
         if upgrading:
             self._next_start = _UNKNOWN
         elif not chunked:
-            # The next message starts after this one's head and body: worked out only if
-            # it turns out to be needed (see _resolve).
-            self._next_start = (self._start, length or 0)
+            if length:
+                self._frame_length(length)
+            else:
+                # The next message starts right after this head: worked out only if it
+                # turns out to be needed (see _resolve).
+                self._next_start = (self._start, 0)
         elif (head_end := self._head_end(self._resolve(self._start))) is None:
             self._next_start = _UNKNOWN  # lost track: llhttp decodes this chunked body
         else:
@@ -724,6 +763,22 @@ class H1Connection:
                 limits.max_header_field_size, limits.max_header_fields, self._field_limit
             )
             self._state = _CHUNKED
+            raise _TakeOver(head_end)
+
+    def _frame_length(self, length: int) -> None:
+        """Decide who frames a Content-Length body: llhttp if it ends in this buffer (one
+        on_body call), else we do (_receive_length). llhttp would copy every read of the
+        body into a new bytes object through a Python callback; we pass each read on as
+        it came, which for a large upload saves a copy of every byte."""
+        start = self._start = self._resolve(self._start)
+        head_end = self._head_end(start)
+        if head_end is None:
+            self._next_start = _UNKNOWN  # lost track: llhttp frames this body
+        elif head_end + length <= len(self._buf):
+            self._next_start = head_end + length
+        else:
+            self._remaining = length
+            self._state = _LENGTH
             raise _TakeOver(head_end)
 
     def _on_body(self, data: bytes) -> None:
