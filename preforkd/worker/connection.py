@@ -66,7 +66,7 @@ class Exchange(Channel):
     (worker/channel.py) with HTTP/1.1 framing. Responses go out in request order, so at
     most one exchange per connection is writing."""
 
-    __slots__ = ("body_complete", "framer")
+    __slots__ = ("body_complete", "framer", "wake_pending")
 
     conn: H1Protocol
 
@@ -77,7 +77,12 @@ class Exchange(Channel):
         self.conn = conn
         self.request = request
         self.input = (
-            InputStream(state.call_soon_threadsafe, self._on_consumed, state.settings.body_buffer)
+            InputStream(
+                state.call_soon_threadsafe,
+                self._on_consumed,
+                state.settings.body_buffer,
+                windowed=False,  # TCP holds the client back: fewer reports (wsgi/input.py)
+            )
             if request.has_body
             else EMPTY_INPUT
         )
@@ -85,6 +90,16 @@ class Exchange(Channel):
         self.head_sent = self.continue_sent = self.finished = False
         self.framer = framer
         self.body_complete = not request.has_body
+        self.wake_pending = False  # a wake of the reading app thread is scheduled
+
+    def wake_reader(self) -> None:
+        """(Loop thread, at the end of a turn.) Wake the app thread if it waits for
+        body bytes that this turn's reads brought (wsgi/input.py decides)."""
+        self.wake_pending = False
+        # Only if its read can now return: the client keeps sending until the buffer is
+        # over high water (then reading pauses and it is woken at once), so it needs no
+        # wake to take and report pieces, as an HTTP/2 reader may (the receive windows).
+        self.input.wake(receivable=self.conn.state.settings.body_buffer)
 
     @property
     def can_sendfile(self) -> bool:
@@ -139,7 +154,7 @@ class Exchange(Channel):
             return
         if self._continue_due():
             conn.write([CONTINUE_RESPONSE])
-        if self.input.buffered <= conn.state.settings.body_buffer // 2:
+        if not self.input.over_high_water:
             conn.resume_reading("body")
 
 
@@ -421,8 +436,20 @@ class H1Protocol(asyncio.Protocol):
             if self._discarded > self.state.settings.max_discard:
                 self.close()
             return
-        if current.input.feed(data):
+        body = current.input
+        if body.feed(data, wake=False):
             self.pause_reading("body")
+            body.wake()  # no more of it is read until the app has taken some
+        elif not current.wake_pending:
+            # The app thread is woken once this loop turn's reads are in, not for each:
+            # a wake-up costs a thread switch, and uvloop reads a ready socket up to 32
+            # times a turn (more data for the app per wake, fewer wakes per body).
+            call_soon = self.state.call_soon
+            if call_soon is None:
+                body.wake()
+            else:
+                current.wake_pending = True
+                call_soon(current.wake_reader)
 
     def _start(self, request: Request) -> None:
         state = self.state

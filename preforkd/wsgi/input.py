@@ -33,12 +33,18 @@ class InputStream:
         on_consumed: Callable[[int], None],
         high_water: int = DEFAULT_HIGH_WATER,
         report_every: int | None = None,
+        *,
+        windowed: bool = True,
     ) -> None:
         self._schedule = schedule  # runs a callable on the loop thread
         self._on_consumed = on_consumed
         self._high_water = high_water
         # Consumption is reported in batches of this many bytes (and before blocking).
         self._report_threshold = report_every or max(1, high_water // 4)
+        self._windowed = windowed  # False: HTTP/1.1's fewer reports (see _report)
+        # A feed went over high_water (the adapter paused reading) and the reader has not
+        # yet taken the buffer down to half (not windowed: when it does, it reports).
+        self._over = False
         # Received chunks are kept as they came (no copy into one buffer); _offset is how
         # much of the first one has been read. A read copies only what it returns.
         self._chunks: deque[bytes] = deque()
@@ -69,7 +75,10 @@ class InputStream:
             self._size += len(data)
             if wake and self._waiting:
                 self._cond.notify()
-            return self._size > self._high_water
+            if self._size > self._high_water:
+                self._over = True
+                return True
+            return False
 
     def feed_all(self, pieces: list[bytes]) -> None:
         """``feed(piece, wake=False)`` for each piece, under one lock: HTTP/2 hands over
@@ -118,6 +127,14 @@ class InputStream:
         return self._size
 
     @property
+    def over_high_water(self) -> bool:
+        """(Not windowed.) Reading must stay paused: a feed went over high_water and the
+        reader has not yet taken the buffer down to half. The adapter asks this when a
+        report arrives rather than looking at ``buffered``: the rest of a read may have
+        been fed after the report was sent, and no second report would come for it."""
+        return self._over
+
+    @property
     def complete(self) -> bool:
         return self._eof
 
@@ -143,7 +160,22 @@ class InputStream:
 
     def _report(self, force: bool = False, empty: bool = False) -> None:
         """Tell the loop how much was consumed, in batches, and always before blocking;
-        ``empty``: even if that is nothing."""
+        ``empty``: even if that is nothing.
+
+        Not windowed (HTTP/1.1): TCP alone holds the client back, which sends until the
+        adapter pauses reading (the buffer over high_water) whatever the app consumes. So
+        the loop hears only the first unmet demand (100 Continue) and when reading may
+        resume (the buffer at half after going over), not every batch consumed: each
+        report is a cross-thread call and a loop callback."""
+        if not self._windowed:
+            resume = self._over and self._size <= self._high_water // 2
+            if resume or (force and not self._demanded):
+                if resume:
+                    self._over = False
+                n, self._unreported = self._unreported, 0
+                self._demanded = True
+                self._schedule(lambda: self._on_consumed(n))
+            return
         if force or self._unreported >= self._report_threshold:
             n, self._unreported = self._unreported, 0
             if n or empty:
@@ -277,6 +309,7 @@ class EmptyInput(InputStream):
         self._eof = True
         self._error = None
         self._demanded = False
+        self._over = False
         self.bytes_read = 0
 
     def feed(self, data: bytes, wake: bool = True) -> bool:

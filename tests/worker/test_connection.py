@@ -154,6 +154,48 @@ def test_full_body_buffer_pauses_reading_until_the_app_reads() -> None:
     run(scenario)
 
 
+def test_body_pieces_of_one_loop_turn_wake_the_reading_app_once() -> None:
+    # A wake-up costs thread switches: the app thread blocked in wsgi.input is woken
+    # once the loop turn's reads are in (Exchange.wake_reader, via call_soon), and only
+    # if its read can then return; not per read.
+    reads: list[bytes] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        stream = environ["wsgi.input"]
+        reads.append(stream.read(100))
+        reads.append(stream.read(400))
+        reads.append(stream.read())
+        start_response("200 OK", [])
+        return [b"%d" % sum(map(len, reads))]
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        h = Harness(loop, app, body_buffer=1024)
+        h.state.call_soon = loop.call_soon
+        h.proto.data_received(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 600\r\n\r\n")
+        current = h.proto.current
+        assert current is not None
+        body = current.input
+        wakes: list[str] = []
+        notify, notify_all = body._cond.notify, body._cond.notify_all
+        body._cond.notify = lambda n=1: (wakes.append("one"), notify(n))[1]  # type: ignore[method-assign]
+        body._cond.notify_all = lambda: (wakes.append("all"), notify_all())[1]  # type: ignore[method-assign]
+        await h.until(lambda: body._waiting)  # read(100) waits: nothing yet
+        for _ in range(5):
+            h.proto.data_received(b"y" * 100)  # one turn: no await between the reads
+        assert not wakes
+        await h.until(lambda: len(reads) == 2 and body._waiting)
+        assert reads == [b"y" * 100, b"y" * 400]
+        assert wakes == ["one"]  # read(400) found its bytes there: no second wake
+        h.proto.data_received(b"y" * 60)  # not enough for read(): no wake this turn
+        await asyncio.sleep(0.01)
+        assert wakes == ["one"]
+        h.proto.data_received(b"y" * 40)  # the end of the body: EOF wakes at once
+        await h.until(lambda: b"600" in h.output())
+        assert wakes == ["one", "all", "one"]  # (Condition.notify_all calls notify)
+
+    run(scenario)
+
+
 def test_slow_transport_blocks_the_writing_app_thread() -> None:
     produced: list[int] = []
 
