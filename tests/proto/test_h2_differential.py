@@ -135,7 +135,7 @@ class Oracle:
         self.conn.data_to_send()
         self.side = Side()
         self.dead = False
-        self.pending: list[int] = []
+        self.pending: dict[int, bytes] = {}  # stream -> the body bytes not sent yet
 
     def feed(self, data: bytes) -> None:
         if self.dead:
@@ -151,16 +151,20 @@ class Oracle:
         self.side.sent(self.conn.data_to_send())
 
     def _send_pending(self) -> None:
-        """h2 refuses DATA beyond the windows: bodies wait until they fit (as ours do)."""
-        waiting = []
-        for sid in self.pending:
+        """h2 refuses DATA beyond the windows, so the body goes out as far as they allow
+        and the rest waits (as ours does: RFC 9113 §6.9.1 lets a sender use a window of
+        one byte, e.g. a stream window cut to 1 by SETTINGS_INITIAL_WINDOW_SIZE, §6.9.2)."""
+        waiting = {}
+        for sid, rest in self.pending.items():
             stream = self.conn.streams.get(sid)
             if stream is None or stream.closed:
                 continue
-            if self.conn.local_flow_control_window(sid) >= len(BODY):
-                self.conn.send_data(sid, BODY, end_stream=True)
-            else:
-                waiting.append(sid)
+            window = self.conn.local_flow_control_window(sid)
+            if window > 0:
+                piece, rest = rest[:window], rest[window:]
+                self.conn.send_data(sid, piece, end_stream=not rest)
+            if rest:
+                waiting[sid] = rest
         self.pending = waiting
 
     def _on(self, e: h2.events.Event) -> None:
@@ -175,7 +179,7 @@ class Oracle:
         elif isinstance(e, h2.events.StreamEnded):
             self.side.events.append(("end", e.stream_id))
             conn.send_headers(e.stream_id, [(":status", "200"), ("content-length", "2")])
-            self.pending.append(e.stream_id)
+            self.pending[e.stream_id] = BODY
         elif isinstance(e, h2.events.StreamReset) and e.remote_reset:
             self.side.events.append(("reset", e.stream_id, int(e.error_code or 0)))
         elif isinstance(e, h2.events.ConnectionTerminated):
@@ -366,6 +370,21 @@ def test_requests_with_bodies_agree() -> None:
         _headers(5, POST, False, enc),
         Step("rst", 5, frame(3, 0, 5, (8).to_bytes(4))),
         Step("ping", 0, frame(6, 0, 0, b"12345678")),
+    ]
+    assert run(seq) == []
+
+
+def test_a_stream_window_cut_to_one_byte_by_settings_is_used() -> None:
+    """Found by Hypothesis: WINDOW_UPDATE(+1) on a stream, then SETTINGS_INITIAL_WINDOW_SIZE
+    0, leaves that stream a send window of 1 (RFC 9113 §6.9.2); both send one byte of the
+    response and hold the rest. (The oracle harness used to wait for the whole body.)"""
+    enc = Encoder()
+    seq = [
+        _headers(1, POST, False, enc),
+        Step("window", 1, frame(8, 0, 1, (1).to_bytes(4))),
+        Step("settings", 0, frame(4, 0, 0, (4).to_bytes(2) + (0).to_bytes(4))),
+        Step("trailers", 1, frame(1, 0x5, 1, enc.encode([("x-trailer", "1")])), True),
+        Step("window", 1, frame(8, 0, 1, (1).to_bytes(4))),
     ]
     assert run(seq) == []
 
