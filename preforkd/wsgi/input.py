@@ -9,6 +9,10 @@ the loop through ``on_consumed`` (scheduled with call_soon_threadsafe, in batche
 adapter can resume. The first time the app wants data that is not there, ``on_consumed(0)``
 is reported too: that is the moment an HTTP/1.1 adapter sends "100 Continue"
 (RFC 9110 §10.1.1: the server should send it only when it intends to read the body).
+
+A blocked reader waits on its own thread's fd (wsgi/wakeup.py), not on a Condition: the
+loop wakes it with a write made after letting the GIL go, so the woken thread can take
+the GIL at once instead of waking only to find it held.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 
 from preforkd.errors import ClientDisconnected
+from preforkd.wsgi.wakeup import ThreadWaker, current_waker
 
 # A whole-body read is served in one piece; a line without a newline may grow this large
 # before readline() gives up and returns what it has (the app asked for a line, not the body).
@@ -50,12 +55,12 @@ class InputStream:
         self._chunks: deque[bytes] = deque()
         self._offset = 0
         self._size = 0  # bytes buffered
-        self._waiting = False  # the app thread is blocked in a read
+        # App threads blocked in a read (one, unless an app shares wsgi.input between
+        # threads), each woken through its own fd (wsgi/wakeup.py says why, not a
+        # Condition). Guarded by the lock; a wake is sent after releasing it.
+        self._waiters: list[ThreadWaker] = []
         self._want = 1  # while it is: the buffered bytes that let its read return
-        # The loop side takes the lock itself, not through the Condition's Python-level
-        # __enter__: feed runs once per HTTP/2 DATA frame (64 per MiB uploaded).
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
         self._eof = False
         self._error: BaseException | None = None
         self._unreported = 0  # bytes consumed but not yet reported to the loop
@@ -73,12 +78,13 @@ class InputStream:
         with self._lock:
             self._chunks.append(data)
             self._size += len(data)
-            if wake and self._waiting:
-                self._cond.notify()
-            if self._size > self._high_water:
+            over = self._size > self._high_water
+            if over:
                 self._over = True
-                return True
-            return False
+            waker = self._waiters.pop() if wake and self._waiters else None
+        if waker is not None:
+            waker.wake()
+        return over
 
     def feed_all(self, pieces: list[bytes]) -> None:
         """``feed(piece, wake=False)`` for each piece, under one lock: HTTP/2 hands over
@@ -96,26 +102,33 @@ class InputStream:
         peer cannot send the rest otherwise): about one wake per read instead of one per
         network read, each of which costs thread switches and a handover of the GIL."""
         with self._lock:
-            if self._waiting:
-                size = self._size
-                if (
-                    receivable is None
-                    or size >= self._want
-                    or (size and self._want - size > receivable)
-                ):
-                    self._cond.notify()
+            if not self._waiters:
+                return
+            size = self._size
+            if not (
+                receivable is None
+                or size >= self._want
+                or (size and self._want - size > receivable)
+            ):
+                return
+            waker = self._waiters.pop()
+        waker.wake()
 
     def feed_eof(self) -> None:
-        with self._cond:
+        with self._lock:
             self._eof = True
-            self._cond.notify_all()
+            waiters, self._waiters = self._waiters, []
+        for waker in waiters:
+            waker.wake()
 
     def feed_error(self, exc: BaseException) -> None:
         """The body cannot be completed (client gone, short body): reads will raise."""
-        with self._cond:
+        with self._lock:
             if not self._eof:
                 self._error = exc
-            self._cond.notify_all()
+            waiters, self._waiters = self._waiters, []
+        for waker in waiters:
+            waker.wake()
 
     def detach(self) -> None:
         """The request is over (loop thread): stop reporting to the connection, which
@@ -125,6 +138,11 @@ class InputStream:
     @property
     def buffered(self) -> int:
         return self._size
+
+    @property
+    def waiting(self) -> bool:
+        """An app thread is blocked in a read of this stream."""
+        return bool(self._waiters)
 
     @property
     def over_high_water(self) -> bool:
@@ -152,11 +170,15 @@ class InputStream:
         # its first read (100 Continue), or with bytes buffered (it may have to be woken).
         self._report(force=True, empty=not self._demanded or self._size > 0)
         self._want = want
-        self._waiting = True
+        waker = current_waker()
+        self._waiters.append(waker)
+        self._lock.release()
         try:
-            self._cond.wait()
+            waker.wait()  # a wake sent since the append is not lost: it stays in the fd
         finally:
-            self._waiting = False
+            self._lock.acquire()
+            if waker in self._waiters:  # woken otherwise (an interrupted wait)
+                self._waiters.remove(waker)
 
     def _report(self, force: bool = False, empty: bool = False) -> None:
         """Tell the loop how much was consumed, in batches, and always before blocking;
@@ -242,7 +264,7 @@ class InputStream:
         high-water mark never stalls the producer."""
         remaining = None if size is None or size < 0 else size
         parts: list[bytes | memoryview] = []
-        with self._cond:
+        with self._lock:
             while True:
                 if self._size and remaining != 0:
                     n = self._size if remaining is None else min(remaining, self._size)
@@ -261,7 +283,7 @@ class InputStream:
         limit = self._high_water
         if size is not None and 0 <= size < limit:
             limit = size
-        with self._cond:
+        with self._lock:
             while True:
                 end = self._find_newline(limit)
                 if end >= 0:
@@ -306,6 +328,7 @@ class EmptyInput(InputStream):
     every such request (it has no state), which spares a buffer and a Condition each."""
 
     def __init__(self) -> None:  # no buffer, no lock: nothing ever changes
+        self._waiters = []
         self._eof = True
         self._error = None
         self._demanded = False

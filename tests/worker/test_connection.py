@@ -14,6 +14,7 @@ from preforkd.proto.h1 import H1Limits
 from preforkd.worker.connection import H1Protocol
 from preforkd.worker.pool import AppThreads
 from preforkd.worker.state import ConnectionSettings, WorkerState
+from preforkd.wsgi import wakeup
 from preforkd.wsgi.environ import ProxyTrust
 
 App = Callable[[dict[str, Any], Any], Any]
@@ -154,7 +155,9 @@ def test_full_body_buffer_pauses_reading_until_the_app_reads() -> None:
     run(scenario)
 
 
-def test_body_pieces_of_one_loop_turn_wake_the_reading_app_once() -> None:
+def test_body_pieces_of_one_loop_turn_wake_the_reading_app_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # A wake-up costs thread switches: the app thread blocked in wsgi.input is woken
     # once the loop turn's reads are in (Exchange.wake_reader, via call_soon), and only
     # if its read can then return; not per read.
@@ -176,14 +179,15 @@ def test_body_pieces_of_one_loop_turn_wake_the_reading_app_once() -> None:
         assert current is not None
         body = current.input
         wakes: list[str] = []
-        notify, notify_all = body._cond.notify, body._cond.notify_all
-        body._cond.notify = lambda n=1: (wakes.append("one"), notify(n))[1]  # type: ignore[method-assign]
-        body._cond.notify_all = lambda: (wakes.append("all"), notify_all())[1]  # type: ignore[method-assign]
-        await h.until(lambda: body._waiting)  # read(100) waits: nothing yet
+        real_wake = wakeup.ThreadWaker.wake
+        monkeypatch.setattr(
+            wakeup.ThreadWaker, "wake", lambda self: (wakes.append("one"), real_wake(self))[1]
+        )
+        await h.until(lambda: body.waiting)  # read(100) waits: nothing yet
         for _ in range(5):
             h.proto.data_received(b"y" * 100)  # one turn: no await between the reads
         assert not wakes
-        await h.until(lambda: len(reads) == 2 and body._waiting)
+        await h.until(lambda: len(reads) == 2 and body.waiting)
         assert reads == [b"y" * 100, b"y" * 400]
         assert wakes == ["one"]  # read(400) found its bytes there: no second wake
         h.proto.data_received(b"y" * 60)  # not enough for read(): no wake this turn
@@ -191,7 +195,7 @@ def test_body_pieces_of_one_loop_turn_wake_the_reading_app_once() -> None:
         assert wakes == ["one"]
         h.proto.data_received(b"y" * 40)  # the end of the body: EOF wakes at once
         await h.until(lambda: b"600" in h.output())
-        assert wakes == ["one", "all", "one"]  # (Condition.notify_all calls notify)
+        assert wakes == ["one", "one"]  # EOF wakes the reader that still waits
 
     run(scenario)
 

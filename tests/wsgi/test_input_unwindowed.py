@@ -67,7 +67,7 @@ def test_first_unmet_demand_is_reported_once() -> None:
     stream.feed(b"xyz")
     thread.join(5)
     thread = run_in_thread(lambda: result.append(stream.read(3)))
-    wait_until(lambda: stream._waiting)
+    wait_until(lambda: stream.waiting)
     stream.feed(b"123")
     thread.join(5)
     assert result == [b"xyz", b"123"]
@@ -78,7 +78,7 @@ def test_eof_and_errors_wake_a_reader_that_wants_more() -> None:
     stream, _, _ = make(high_water=64)
     result: list[bytes] = []
     thread = run_in_thread(lambda: result.append(stream.read(50)))
-    wait_until(lambda: stream._waiting)
+    wait_until(lambda: stream.waiting)
     stream.feed(b"short")
     stream.feed_eof()
     thread.join(5)
