@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import h2.config
 import h2.connection
 import h2.events
+import interleaved
 
 CONNS, STREAMS = 16, 32
 BODY = b"Hello, world!"
@@ -93,18 +91,6 @@ def child(path: Path) -> None:
     print(seconds / answered * 1e6)
 
 
-def run_child(tree: str, path: Path) -> float:
-    env_path = f"{tree}"
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", str(path)],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"},
-    )
-    return float(out.stdout.strip())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=20)
@@ -117,25 +103,9 @@ def main() -> None:
         return
     traffic = record_traffic(args.batches)
     requests = CONNS * STREAMS * args.batches
-    here = str(Path(__file__).resolve().parent.parent)
-    path = Path(f"/tmp/h2core_micro_{id(traffic)}.pickle")
-    path.write_bytes(pickle.dumps(traffic))
-    try:
-        trees = {"this": here}
-        if args.compare:
-            trees["old"] = args.compare
-        results: dict[str, list[float]] = {name: [] for name in trees}
-        for _ in range(args.runs):
-            for name, tree in trees.items():
-                results[name].append(run_child(tree, path))
-    finally:
-        path.unlink()
+    results = interleaved.run(__file__, traffic, args.runs, args.compare)
     print(f"{requests} requests per run ({CONNS} conns x {STREAMS} streams x {args.batches})")
-    for name, values in results.items():
-        print(f"{name:5} {statistics.median(values):7.1f} us/request  (runs: {values})")
-    if args.compare:
-        ratio = statistics.median(results["old"]) / statistics.median(results["this"])
-        print(f"old / this: {ratio:.2f}x")
+    interleaved.report(results, "us/request")
 
 
 if __name__ == "__main__":

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import h2.config
 import h2.connection
+import interleaved
 
 CONNS, STREAMS = 16, 4
 BODY_SIZE = 1 << 20
@@ -109,17 +107,6 @@ def child(path: Path) -> None:
     print(seconds / done * 1e6)
 
 
-def run_child(tree: str, path: Path) -> float:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", str(path)],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": tree, "PATH": "/usr/bin:/bin"},
-    )
-    return float(out.stdout.strip())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -130,26 +117,9 @@ def main() -> None:
         child(args.child)
         return
     traffic = record_traffic()
-    here = str(Path(__file__).resolve().parent.parent)
-    path = Path(f"/tmp/h2upload_micro_{id(traffic)}.pickle")
-    path.write_bytes(pickle.dumps(traffic))
-    try:
-        trees = {"this": here}
-        if args.compare:
-            trees["old"] = args.compare
-        results: dict[str, list[float]] = {name: [] for name in trees}
-        for _ in range(args.runs):
-            for name, tree in trees.items():
-                results[name].append(run_child(tree, path))
-    finally:
-        path.unlink()
+    results = interleaved.run(__file__, traffic, args.runs, args.compare)
     print(f"{CONNS * STREAMS} uploads of {BODY_SIZE >> 10} KiB per run")
-    for name, values in results.items():
-        rounded = [round(v) for v in values]
-        print(f"{name:5} {statistics.median(values):7.1f} us/upload  (runs: {rounded})")
-    if args.compare:
-        ratio = statistics.median(results["old"]) / statistics.median(results["this"])
-        print(f"old / this: {ratio:.2f}x")
+    interleaved.report(results, "us/upload")
 
 
 if __name__ == "__main__":
