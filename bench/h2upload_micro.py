@@ -20,9 +20,7 @@ see the same machine load: quote the ratio, not the absolute time (the machine i
 from __future__ import annotations
 
 import argparse
-import pickle
 import time
-from pathlib import Path
 
 import h2.config
 import h2.connection
@@ -100,21 +98,12 @@ def serve(traffic: list[list[bytes]]) -> tuple[float, int]:
     return time.process_time() - start, done
 
 
-def child(path: Path) -> None:
-    traffic = pickle.loads(path.read_bytes())
-    serve(traffic)  # warm-up
-    seconds, done = serve(traffic)
-    print(seconds / done * 1e6)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--compare", metavar="OLD_TREE")
-    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    interleaved.add_arguments(parser)
     args = parser.parse_args()
     if args.child:
-        child(args.child)
+        interleaved.child(args.child, serve)
         return
     traffic = record_traffic()
     results = interleaved.run(__file__, traffic, args.runs, args.compare)

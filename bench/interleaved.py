@@ -8,13 +8,32 @@ input recorded once by the parent), times its work and prints one number.
 
 from __future__ import annotations
 
+import argparse
 import pickle
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = str(Path(__file__).resolve().parent.parent)  # this checkout
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """--runs, --compare OLD_TREE, and the hidden --child DATA."""
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--compare", metavar="OLD_TREE")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+
+
+def child(path: Path, serve: Callable[[Any], tuple[float, int]]) -> None:
+    """(The child.) Time ``serve`` on the recorded input after a warm-up run; print the
+    microseconds per item it reports having served."""
+    data = pickle.loads(path.read_bytes())
+    serve(data)  # warm-up
+    seconds, served = serve(data)
+    print(seconds / served * 1e6)
 
 
 def run(script: str, data: object, runs: int, old_tree: str | None) -> dict[str, list[float]]:
