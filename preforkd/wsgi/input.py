@@ -325,7 +325,7 @@ def _ignore_consumed(nbytes: int) -> None:
 
 class EmptyInput(InputStream):
     """wsgi.input of a request without a body: always at its end. One instance serves
-    every such request (it has no state), which spares a buffer and a Condition each."""
+    every such request (it has no state), which spares a buffer and a lock each."""
 
     def __init__(self) -> None:  # no buffer, no lock: nothing ever changes
         self._waiters = []
