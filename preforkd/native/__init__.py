@@ -1,0 +1,43 @@
+"""Optional compiled accelerators for the per-request hot path (issue 12).
+
+Each C module here is a drop-in for a pure-Python function that stays in the package and
+stays the reference: the tests run both and compare them (``tests/native/``). A module is
+built by ``pip install`` when a C compiler and the Python headers are there (``setup.py``
+marks the extensions optional: a failed build only costs speed) and is used unless the
+environment says ``PREFORKD_PURE_PYTHON=1`` when preforkd starts.
+
+Modules (each ``_name.c`` with its ``_name.pyi`` stub, and its name in ``_MODULES``):
+none yet.
+
+A consumer imports what it needs only when :data:`ENABLED`, and treats ``ImportError`` as
+"not built"::
+
+    if native.ENABLED:
+        try:
+            from preforkd.native._h1head import parse_head
+        except ImportError:
+            parse_head = None
+"""
+
+from __future__ import annotations
+
+import os
+
+# Read once, at import: a worker inherits the choice of the master that forked it.
+ENABLED = os.environ.get("PREFORKD_PURE_PYTHON", "") in ("", "0")
+
+_MODULES: tuple[str, ...] = ()
+
+
+def available() -> list[str]:
+    """The accelerators this process uses (for the start-up log and ``preforkd --version``)."""
+    if not ENABLED:
+        return []
+    found = []
+    for name in _MODULES:
+        try:
+            __import__(f"{__name__}.{name}")
+        except ImportError:
+            continue
+        found.append(name.lstrip("_"))
+    return found
