@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from preforkd import __version__
+from preforkd import __version__, native
 from preforkd import parsers as p
 from preforkd.config import Config, Setting
 from preforkd.errors import ConfigError
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 ENV_PREFIX = "PREFORKD_"
 INTERNAL_ENV_PREFIX = "PREFORKD_INTERNAL_"
+# Read at import time, before any setting is (so not a setting): see preforkd/native.
+_NOT_SETTINGS = frozenset({native.PURE_PYTHON_ENV})
 README_START = "<!-- settings:start -->"
 README_END = "<!-- settings:end -->"
 
@@ -270,6 +272,8 @@ def _read_env(environ: Mapping[str, str], errors: list[str]) -> Values:
     values: Values = {}
     for var in sorted(environ):
         if not var.startswith(ENV_PREFIX) or var.startswith(INTERNAL_ENV_PREFIX):
+            continue
+        if var in _NOT_SETTINGS:
             continue
         spec = _BY_ENV.get(var)
         if spec is None:

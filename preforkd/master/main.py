@@ -115,7 +115,7 @@ def startup_summary(cfg: Config, listeners: Sequence[Listener]) -> str:
     """One line that says what this server runs with: what an operator reads first."""
     import platform
 
-    from preforkd import __version__
+    from preforkd import __version__, native
     from preforkd.worker.tls import listener_protocols
 
     loop = cfg.loop
@@ -131,9 +131,11 @@ def startup_summary(cfg: Config, listeners: Sequence[Listener]) -> str:
         f"{listener.name} {'+'.join(sorted(listener_protocols(cfg, listener.sock)))} ({tls})"
         for listener in listeners
     )
+    accelerators = ", ".join(native.available()) or "none (pure Python)"
     return (
         f"preforkd {__version__} on {platform.python_implementation()} "
-        f"{platform.python_version()}, {loop} loop, {cfg.workers} worker(s) x up to "
+        f"{platform.python_version()}, {loop} loop, native: {accelerators}, "
+        f"{cfg.workers} worker(s) x up to "
         f"{cfg.threads} threads, app {cfg.app}; serving {served}"
     )
 

@@ -7,26 +7,29 @@ marks the extensions optional: a failed build only costs speed) and is used unle
 environment says ``PREFORKD_PURE_PYTHON=1`` when preforkd starts.
 
 Modules (each ``_name.c`` with its ``_name.pyi`` stub, and its name in ``_MODULES``):
-none yet.
+
+* ``_h1head``: parses a complete, plain HTTP/1.1 request head in one call, where llhttp
+  calls back into Python for each field. It takes only a subset of what llhttp accepts
+  and declines the rest, which ``proto/h1.py`` then hands to llhttp as before.
 
 A consumer imports what it needs only when :data:`ENABLED`, and treats ``ImportError`` as
 "not built"::
 
+    parse_head = None
     if native.ENABLED:
-        try:
+        with contextlib.suppress(ImportError):
             from preforkd.native._h1head import parse_head
-        except ImportError:
-            parse_head = None
 """
 
 from __future__ import annotations
 
 import os
 
+PURE_PYTHON_ENV = "PREFORKD_PURE_PYTHON"
 # Read once, at import: a worker inherits the choice of the master that forked it.
-ENABLED = os.environ.get("PREFORKD_PURE_PYTHON", "") in ("", "0")
+ENABLED = os.environ.get(PURE_PYTHON_ENV, "") in ("", "0")
 
-_MODULES: tuple[str, ...] = ()
+_MODULES: tuple[str, ...] = ("_h1head",)
 
 
 def available() -> list[str]:

@@ -44,7 +44,9 @@ Decisions worth knowing (details at the code that implements them):
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -55,6 +57,7 @@ from httptools import (
     HttpRequestParser,
 )
 
+from preforkd import native
 from preforkd.errors import LocalProtocolError, RemoteProtocolError
 from preforkd.proto.chunked import ChunkedDecoder
 from preforkd.proto.events import ConnectionClosed, Data, EndOfMessage, Event, Request
@@ -184,6 +187,19 @@ _MAX_METHOD = 64
 _CACHE_MAX = 1024
 _valid_hosts: set[str] = set()
 _field_names: dict[bytes, str] = {}  # a field name as received -> its lower-case str
+
+
+# The native head parser (preforkd/native/_h1head.c), when built and not switched off: it
+# returns (method, target, version, headers, host_count, host, keep_alive, end) or None.
+_ParseHead = Callable[
+    [bytes, int, int, int, int],
+    tuple[str, str, str, list[tuple[str, str]], int, str | None, bool, int] | None,
+]
+_parse_head: _ParseHead | None = None
+if native.ENABLED:
+    # Not built (no C compiler at install time): llhttp's callbacks do it all.
+    with contextlib.suppress(ImportError):
+        from preforkd.native._h1head import parse_head as _parse_head
 
 
 def _skip_empty_lines(buf: bytes, start: int) -> int:
@@ -329,6 +345,8 @@ class H1Connection:
                     data = self._receive_length(data)
                 elif state is _CHUNKED:
                     data = self._receive_chunked(data)
+                if data and self._state is _IDLE and not self._held and _parse_head:
+                    data = self._take_plain_heads(data, _parse_head)
                 if (
                     data
                     and self._state is _IDLE
@@ -381,6 +399,35 @@ class H1Connection:
         return self.receive_data(data) if data else []
 
     # -- feeding ------------------------------------------------------------------------
+
+    def _take_plain_heads(self, data: bytes, parse_head: _ParseHead) -> bytes:
+        """Take the complete plain requests at the start of ``data`` in one native call
+        each (see preforkd/native/_h1head.c for what "plain" means: a head without a body,
+        an upgrade or anything else llhttp's callbacks would have to decide). Returns the
+        bytes llhttp must still parse, from the first head the native parser declined."""
+        limits = self._limits
+        events = self._events
+        pos = 0
+        while True:
+            head = parse_head(
+                data, pos, limits.max_request_line, self._field_limit, self._max_fields
+            )
+            if head is None:
+                return data[pos:] if pos else data
+            method, target, version, headers, host_count, host, keep_alive, pos = head
+            if host_count != 1 or host not in _valid_hosts:
+                self._host_count, self._host = host_count, host
+                self._check_host(version)  # the same Host rules as on_headers_complete
+            request = Request(method, target, version, headers, keep_alive)
+            self._request = request
+            self._keep_alive = keep_alive
+            events.append(request)
+            events.append(EndOfMessage())
+            if not keep_alive:
+                self._state = _CLOSED  # RFC 9112 §9.6: what follows is not read
+                return b""
+            if pos == len(data):
+                return b""
 
     def _stand_in_method(self, data: bytes) -> bytes:
         """The bytes to feed llhttp at the start of a request: with a method llhttp does

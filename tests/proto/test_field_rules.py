@@ -14,6 +14,9 @@ from preforkd.proto.h1 import H1Connection
 
 from .h2_helpers import RawClient
 
+# With the native head parser and with llhttp alone (tests/proto/conftest.py).
+pytestmark = pytest.mark.usefixtures("h1_head_parser")
+
 HOSTS = [
     "example.com",
     "example.com:8080",

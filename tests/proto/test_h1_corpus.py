@@ -12,6 +12,9 @@ from preforkd.proto.h1 import H1ProtocolError
 
 from .h1_support import EXAMPLES, Case, error_of, expected_events, load_cases, run_valid
 
+# With the native head parser and with llhttp alone (tests/proto/conftest.py).
+pytestmark = pytest.mark.usefixtures("h1_head_parser")
+
 VALID = load_cases("valid")
 INVALID = load_cases("invalid")
 

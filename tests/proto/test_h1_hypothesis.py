@@ -7,6 +7,7 @@ import itertools
 from dataclasses import dataclass
 
 import httptools
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,9 @@ from preforkd.proto.events import Data, EndOfMessage, Event, Request
 from preforkd.proto.h1_response import ResponseFramer
 
 from .h1_support import EXAMPLES, feed, merge_data, request
+
+# With the native head parser and with llhttp alone (tests/proto/conftest.py).
+pytestmark = pytest.mark.usefixtures("h1_head_parser")
 
 SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -12,6 +12,9 @@ from preforkd.proto.h1 import H1Connection, H1ProtocolError
 
 from .h1_support import error_of, events_of, feed, merge_data
 
+# With the native head parser and with llhttp alone (tests/proto/conftest.py).
+pytestmark = pytest.mark.usefixtures("h1_head_parser")
+
 HOST = b"Host: example.com\r\n"
 
 

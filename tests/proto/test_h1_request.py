@@ -13,6 +13,9 @@ from preforkd.proto.h1 import H1Connection, H1Limits, H1ProtocolError
 
 from .h1_support import error_of, events_of, feed, request
 
+# With the native head parser and with llhttp alone (tests/proto/conftest.py).
+pytestmark = pytest.mark.usefixtures("h1_head_parser")
+
 HOST = b"Host: example.com\r\n"
 
 

@@ -3,6 +3,7 @@ RemoteProtocolError: no other exception, and no event out of order."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -10,6 +11,9 @@ from preforkd.errors import RemoteProtocolError
 from preforkd.proto.events import ConnectionClosed, Data, EndOfMessage, Event, Request
 
 from .h1_support import EXAMPLES, feed, load_cases
+
+# With the native head parser and with llhttp alone (tests/proto/conftest.py).
+pytestmark = pytest.mark.usefixtures("h1_head_parser")
 
 SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]

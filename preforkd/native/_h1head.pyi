@@ -1,0 +1,3 @@
+def parse_head(
+    data: bytes, start: int, max_line: int, max_field: int, max_fields: int, /
+) -> tuple[str, str, str, list[tuple[str, str]], int, str | None, bool, int] | None: ...
