@@ -19,17 +19,19 @@
  *   - fields as RFC 9110 §5.1 and RFC 9112 §5 write them: a token name directly followed
  *     by ":", optional whitespace, a value of field-vchar / SP / HTAB (0x80-0xFF as
  *     obs-text), CRLF; no obs-fold, no bare LF or CR anywhere;
- *   - none of the fields that frame a body or change the protocol (Content-Length,
- *     Transfer-Encoding, Upgrade, Expect, Proxy-Connection), and Connection, if present,
- *     only as exactly "close" or "keep-alive" (any case);
+ *   - none of the fields that change the protocol or ask for an answer first
+ *     (Transfer-Encoding, Upgrade, Expect, Proxy-Connection); Content-Length at most once
+ *     and only as 1 to 18 digits (RFC 9110 §8.6); Connection, if present, only as
+ *     exactly "close" or "keep-alive" (any case);
  *   - within the limits the caller passes (request line, field size, field count), so
  *     that llhttp's path raises the 414 and 431 answers with their messages;
  *   - a blank line ends the head within the buffer.
  *
  * parse_head(data, start, max_line, max_field, max_fields) returns None or the tuple
- * (method, target, version, headers, host_count, host, keep_alive, end): headers a list
- * of (lower-case name, value without surrounding whitespace) str pairs, host the last
- * Host value or None, end the offset just after the head. Host's validity and the limits
+ * (method, target, version, headers, host_count, host, keep_alive, content_length, end):
+ * headers a list of (lower-case name, value without surrounding whitespace) str pairs,
+ * host the last Host value or None, content_length an int or None, end the offset just
+ * after the head (the body, if any, is the caller's to frame). Host's validity and the limits
  * the callbacks also enforce later are the caller's to check.
  */
 #define PY_SSIZE_T_CLEAN
@@ -124,6 +126,7 @@ struct head_info {
     Py_ssize_t host_count;
     PyObject *host;  /* borrowed from the list */
     int connection;  /* CONN_* bits */
+    long long content_length;  /* -1: none */
 };
 
 /* Parses the fields from p up to and including the blank line. Returns the offset after
@@ -182,8 +185,20 @@ parse_fields(const char *buf, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t max_fie
             }
             break;
         case 14:
-            if (name_is(name, name_len, "content-length"))
-                return 0;
+            if (name_is(name, name_len, "content-length")) {
+                /* Once, digits only: llhttp refuses a second one (even equal), and a sign,
+                 * a list or inner whitespace are for it to judge. 18 digits cannot
+                 * overflow. */
+                if (info->content_length >= 0 || value_len < 1 || value_len > 18)
+                    return 0;
+                long long length = 0;
+                for (Py_ssize_t i = 0; i < value_len; i++) {
+                    if (value[i] < '0' || value[i] > '9')
+                        return 0;
+                    length = length * 10 + (value[i] - '0');
+                }
+                info->content_length = length;
+            }
             break;
         case 16:
             if (name_is(name, name_len, "proxy-connection"))
@@ -270,7 +285,7 @@ parse_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     PyObject *headers = PyList_New(0);
     if (headers == NULL)
         return NULL;
-    struct head_info info = {0, NULL, 0};
+    struct head_info info = {0, NULL, 0, -1};
     Py_ssize_t head_end = parse_fields(buf, pos, end, max_field, max_fields, headers, &info);
     if (head_end <= 0) {
         Py_DECREF(headers);
@@ -290,10 +305,22 @@ parse_head(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(headers);
         return NULL;
     }
+    PyObject *length = Py_None;
+    Py_INCREF(length);
+    if (info.content_length >= 0) {
+        Py_DECREF(length);
+        length = PyLong_FromLongLong(info.content_length);
+        if (length == NULL) {
+            Py_DECREF(target);
+            Py_DECREF(headers);
+            return NULL;
+        }
+    }
     PyObject *result = Py_BuildValue(
-        "(OOOOnOOn)", methods[method], target, http11 ? version_11 : version_10, headers,
+        "(OOOOnOOOn)", methods[method], target, http11 ? version_11 : version_10, headers,
         info.host_count, info.host ? info.host : Py_None, keep_alive ? Py_True : Py_False,
-        head_end);
+        length, head_end);
+    Py_DECREF(length);
     Py_DECREF(target);
     Py_DECREF(headers);
     return result;

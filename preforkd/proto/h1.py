@@ -190,10 +190,11 @@ _field_names: dict[bytes, str] = {}  # a field name as received -> its lower-cas
 
 
 # The native head parser (preforkd/native/_h1head.c), when built and not switched off: it
-# returns (method, target, version, headers, host_count, host, keep_alive, end) or None.
+# returns (method, target, version, headers, host_count, host, keep_alive, content_length,
+# end) or None.
 _ParseHead = Callable[
     [bytes, int, int, int, int],
-    tuple[str, str, str, list[tuple[str, str]], int, str | None, bool, int] | None,
+    tuple[str, str, str, list[tuple[str, str]], int, str | None, bool, int | None, int] | None,
 ]
 _parse_head: _ParseHead | None = None
 if native.ENABLED:
@@ -402,9 +403,10 @@ class H1Connection:
 
     def _take_plain_heads(self, data: bytes, parse_head: _ParseHead) -> bytes:
         """Take the complete plain requests at the start of ``data`` in one native call
-        each (see preforkd/native/_h1head.c for what "plain" means: a head without a body,
-        an upgrade or anything else llhttp's callbacks would have to decide). Returns the
-        bytes llhttp must still parse, from the first head the native parser declined."""
+        per head (see preforkd/native/_h1head.c for what "plain" means: no chunked body,
+        upgrade, expectation or anything else llhttp's callbacks would have to decide).
+        Returns the bytes llhttp must still parse, from the first head the native parser
+        declined, or b"" once a body goes on past ``data``."""
         limits = self._limits
         events = self._events
         pos = 0
@@ -414,14 +416,25 @@ class H1Connection:
             )
             if head is None:
                 return data[pos:] if pos else data
-            method, target, version, headers, host_count, host, keep_alive, pos = head
+            method, target, version, headers, host_count, host, keep_alive, length, pos = head
             if host_count != 1 or host not in _valid_hosts:
                 self._host_count, self._host = host_count, host
                 self._check_host(version)  # the same Host rules as on_headers_complete
-            request = Request(method, target, version, headers, keep_alive)
+            request = Request(
+                method, target, version, headers, keep_alive, False, bool(length), length
+            )
             self._request = request
             self._keep_alive = keep_alive
             events.append(request)
+            if length:
+                # The body is counted as llhttp's path counts a Content-Length body.
+                self._remaining = length
+                self._state = _LENGTH
+                data = self._receive_length(data, pos)
+                if self._state is not _IDLE or not data:
+                    return b""
+                pos = 0
+                continue
             events.append(EndOfMessage())
             if not keep_alive:
                 self._state = _CLOSED  # RFC 9112 §9.6: what follows is not read

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from preforkd import native
 from preforkd.errors import RemoteProtocolError
 from preforkd.proto import h1
-from preforkd.proto.events import EndOfMessage, Request
+from preforkd.proto.events import Data, EndOfMessage, Request
 from preforkd.proto.h1 import H1Connection, H1Limits
 
 parse_head = h1._parse_head
@@ -85,6 +85,7 @@ def test_a_plain_head_is_taken_in_one_call() -> None:
         1,
         "example.com",
         True,
+        None,
         len(PLAIN),
     )
 
@@ -115,7 +116,12 @@ def test_a_plain_head_is_taken_in_one_call() -> None:
         b"GET / HTTP/1.1\r\nHost: a\x7f\r\n\r\n",
         b"GET / HTTP/1.1\r\n: a\r\n\r\n",
         b"GET / HTTP/1.1\r\nHo(st: a\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\nx",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\nx",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 1\r\n\r\nx",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1234567890123456789\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
@@ -158,6 +164,32 @@ def test_keep_alive_follows_the_version_and_connection() -> None:
         head = parse_head(data, 0, 8190, 8190, 100)
         assert head is not None and head[6] is keep_alive
         assert outcome(data) == outcome(data, native_path=False)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("body", "cut"),
+    [(b"", None), (b"hi", None), (b"x" * 100, None), (b"x" * 100, 10), (b"x" * 100, 0)],
+)
+def test_a_content_length_body_is_counted_as_on_the_reference_path(
+    body: bytes, cut: int | None
+) -> None:
+    """The native parser takes the head; the body is counted by the core, in the read
+    with its head or in later ones, and the next request may follow it at once."""
+    assert parse_head is not None
+    head = b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body)
+    taken = parse_head(head, 0, 8190, 8190, 100)
+    assert taken is not None and taken[7] == len(body)
+    data = head + body + PLAIN
+    cuts = () if cut is None else (len(head) + cut,)
+    fast = outcome(data, cuts)
+    assert fast == outcome(data, cuts, native_path=False)
+    assert isinstance(fast, list)
+    request = fast[0]
+    assert isinstance(request, Request)
+    assert (request.content_length, request.has_body) == (len(body), bool(body))
+    assert b"".join(e.data for e in fast if isinstance(e, Data)) == body
+    assert sum(isinstance(e, EndOfMessage) for e in fast) == 2
 
 
 def test_pipelined_heads_come_out_in_order_with_the_rest_for_llhttp() -> None:
