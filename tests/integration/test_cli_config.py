@@ -401,11 +401,13 @@ def test_the_example_config_file_runs_as_the_readme_says(start_server: Start) ->
 
 
 def test_the_startup_log_says_what_the_server_runs_with(start_server: Start) -> None:
-    """Issue 11: version, Python, loop, workers, threads, protocols and TLS per listener."""
+    """Issue 11: version, Python, loop, native accelerators, workers, threads, protocols and
+    TLS per listener."""
     server = start_server("probe:app", "-w", "2", "--loop", "asyncio")
     line = server.wait_log(r"preforkd \S+ on \w+ 3\.")
     assert re.search(
-        rf"preforkd \S+ on \w+ 3\.\d+\.\d+, asyncio loop, 2 worker\(s\) x up to 64 threads, "
+        rf"preforkd \S+ on \w+ 3\.\d+\.\d+, asyncio loop, native: [\w, ()]+, "
+        rf"2 worker\(s\) x up to 64 threads, "
         rf"app probe:app; serving 127\.0\.0\.1:{server.port} h1\+h2 \(plain\)",
         line,
     ), line
