@@ -9,8 +9,9 @@ environment says ``PREFORKD_PURE_PYTHON=1`` when preforkd starts.
 Modules (each ``_name.c`` with its ``_name.pyi`` stub, and its name in ``_MODULES``):
 
 * ``_h1head``: parses a complete, plain HTTP/1.1 request head (no chunked body, upgrade
-  or expectation) in one call, where llhttp calls back into Python for each field. It takes only a subset of what llhttp accepts
-  and declines the rest, which ``proto/h1.py`` then hands to llhttp as before.
+  or expectation) in one call, where llhttp calls back into Python for each field. It
+  takes only a subset of what llhttp accepts and declines the rest, which
+  ``proto/h1.py`` then hands to llhttp as before.
 
 A consumer imports what it needs only when :data:`ENABLED`, and treats ``ImportError`` as
 "not built"::
