@@ -122,6 +122,10 @@ def _refused(port: int) -> bool:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        # Our SYN landed in the accept queue just as the last listener closed: the kernel
+        # resets what it had queued. Not yet "refused": ask again (the caller's deadline).
+        return False
     return False
 
 
