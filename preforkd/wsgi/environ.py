@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import IO, Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
-from preforkd import __version__
+from preforkd import __version__, native
 from preforkd.proto.events import Request
 
 # Fixed names for the headers whose environ key is not HTTP_*, and every other name's
@@ -203,7 +203,7 @@ def environ_template(
     return template
 
 
-def build_environ(
+def build_environ_py(
     request: Request,
     conn: ConnectionInfo,
     wsgi_input: Any,
@@ -214,7 +214,11 @@ def build_environ(
     multiprocess: bool = False,
     script_name: str = "",
 ) -> dict[str, Any]:
-    """The environ of one request; ``template`` comes from :func:`environ_template`."""
+    """The environ of one request; ``template`` comes from :func:`environ_template`.
+
+    The pure-Python reference. ``build_environ`` is the C version from
+    :mod:`preforkd.native` when it is built (it calls this function for every case it does
+    not take itself), else this function."""
     if template is None:
         template = environ_template(
             conn, multithread=multithread, multiprocess=multiprocess, script_name=script_name
@@ -275,6 +279,27 @@ def _apply_proxy_headers(environ: dict[str, Any], proxy: ProxyTrust) -> None:
         environ["REMOTE_ADDR"] = proxy.client_from(forwarded_for) or environ["REMOTE_ADDR"]
 
 
+build_environ = build_environ_py
+if native.ENABLED:
+    try:
+        from preforkd.native import _wsgienv
+    except ImportError:  # not built: the reference serves
+        pass
+    else:
+        # The C builder calls back into the helpers above for every rare step (a new
+        # field name or Host, a non-origin-form target, a trusted proxy's fields), so
+        # their rules live here only.
+        build_environ = _wsgienv.bind(
+            build_environ_py,
+            _key_cache,
+            _environ_key,
+            _host_cache,
+            _server_name_port,
+            _split_target,
+            _apply_proxy_headers,
+        )
+
+
 def default_script_name() -> str:
     """SCRIPT_NAME from the process environment (a mount prefix set by the operator)."""
     return os.environ.get("SCRIPT_NAME", "").rstrip("/")
@@ -286,6 +311,7 @@ __all__ = [
     "FileWrapper",
     "ProxyTrust",
     "build_environ",
+    "build_environ_py",
     "default_script_name",
     "environ_template",
 ]
