@@ -30,7 +30,7 @@ PURE_PYTHON_ENV = "PREFORKD_PURE_PYTHON"
 # Read once, at import: a worker inherits the choice of the master that forked it.
 ENABLED = os.environ.get(PURE_PYTHON_ENV, "") in ("", "0")
 
-_MODULES: tuple[str, ...] = ("_h1head", "_wsgienv")
+_MODULES: tuple[str, ...] = ("_h1head", "_h1frame", "_wsgienv")
 
 
 def available() -> list[str]:

@@ -25,10 +25,20 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
+#if PY_VERSION_HEX < 0x030C0000
+#include <structmember.h>
+#define SLOT_TYPE T_OBJECT_EX
+#define SLOT_READONLY READONLY
+#else
+#define SLOT_TYPE Py_T_OBJECT_EX
+#define SLOT_READONLY Py_READONLY
+#endif
 
-/* The helpers bind() keeps (a tuple: the builtin's self). */
+/* The helpers bind() keeps, in a tuple. */
 enum {
     H_FALLBACK,        /* the reference build_environ */
+    H_REQUEST_CLASS,   /* proto.events.Request */
+    H_CONN_CLASS,      /* ConnectionInfo */
     H_KEY_CACHE,       /* dict: field name -> environ key or None (dropped) */
     H_ENVIRON_KEY,     /* _environ_key(name) */
     H_HOST_CACHE,      /* dict: Host -> (SERVER_NAME, SERVER_PORT or "") */
@@ -38,8 +48,24 @@ enum {
     H_COUNT
 };
 
+/* Request's attributes are __slots__: bind() finds where each lives in the object and
+ * build_environ reads them there, as their member descriptors would (for an instance of
+ * exactly that class, which does not customise attribute access: checked). A
+ * PyObject_GetAttr costs ~150 instructions each. ConnectionInfo is a named tuple: its
+ * from_trusted_proxy is an item. */
+enum { R_HEADERS, R_TARGET, R_METHOD, R_HTTP_VERSION, OFFSETS };
+static const char *const slot_names[OFFSETS] = {"headers", "target", "method", "http_version"};
+
+/* What bind() keeps: the builtin's self is a capsule of this. */
+struct bound {
+    PyObject *helpers;  /* tuple, H_* */
+    Py_ssize_t offset[OFFSETS];
+    Py_ssize_t trusted_index;  /* of from_trusted_proxy in ConnectionInfo */
+};
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
 /* Interned strings, made once at import (single-phase module, like _h1head). */
-static PyObject *a_headers, *a_target, *a_method, *a_http_version, *a_from_trusted_proxy;
 static PyObject *k_template, *k_http_cookie, *k_http_host, *k_xf_proto, *k_xf_for;
 static PyObject *k_url_scheme, *k_server_name, *k_server_port, *k_script_name;
 static PyObject *k_request_method, *k_path_info, *k_query_string, *k_raw_uri;
@@ -51,8 +77,6 @@ static const struct {
     PyObject **slot;
     const char *text;
 } interned[] = {
-    {&a_headers, "headers"}, {&a_target, "target"}, {&a_method, "method"},
-    {&a_http_version, "http_version"}, {&a_from_trusted_proxy, "from_trusted_proxy"},
     {&k_template, "template"}, {&k_http_cookie, "HTTP_COOKIE"}, {&k_http_host, "HTTP_HOST"},
     {&k_xf_proto, "HTTP_X_FORWARDED_PROTO"}, {&k_xf_for, "HTTP_X_FORWARDED_FOR"},
     {&k_url_scheme, "wsgi.url_scheme"}, {&k_server_name, "SERVER_NAME"},
@@ -65,45 +89,34 @@ static const struct {
     {&v_http_11, "HTTP/1.1"}, {&v_http_10, "HTTP/1.0"}, {&v_http_prefix, "HTTP/"},
 };
 
-/* What one request brings; every pointer owned (NULL when not read yet). */
+/* What one request brings (references taken by build_environ for the time of the call:
+ * Python code it calls could replace the request's attributes). */
 struct request_parts {
     PyObject *headers, *target, *method, *http_version;
     int trusted;
 };
 
-static void
-parts_clear(struct request_parts *r)
-{
-    Py_CLEAR(r->headers);
-    Py_CLEAR(r->target);
-    Py_CLEAR(r->method);
-    Py_CLEAR(r->http_version);
-}
-
-/* 1 when the request and connection have the usual shape, 0 when the reference must
- * decide (no exception set then), -1 on an error of our own (memory). */
+/* 1 when the request and connection have the usual shape, else 0: the reference
+ * decides (and raises what it raises for an unset attribute). */
 static int
-read_parts(PyObject *request, PyObject *conn, struct request_parts *r)
+read_parts(const struct bound *bd, PyObject *request, PyObject *conn, struct request_parts *r)
 {
-    r->headers = PyObject_GetAttr(request, a_headers);
-    r->target = r->headers ? PyObject_GetAttr(request, a_target) : NULL;
-    r->method = r->target ? PyObject_GetAttr(request, a_method) : NULL;
-    r->http_version = r->method ? PyObject_GetAttr(request, a_http_version) : NULL;
-    PyObject *trusted = r->http_version ? PyObject_GetAttr(conn, a_from_trusted_proxy) : NULL;
-    if (trusted == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_MemoryError))
-            return -1;
-        PyErr_Clear();  /* a missing attribute: the reference raises it */
+    PyObject *helpers = bd->helpers;
+    if (Py_TYPE(request) != (PyTypeObject *)PyTuple_GET_ITEM(helpers, H_REQUEST_CLASS) ||
+        Py_TYPE(conn) != (PyTypeObject *)PyTuple_GET_ITEM(helpers, H_CONN_CLASS) ||
+        PyTuple_GET_SIZE(conn) <= bd->trusted_index)
         return 0;
-    }
-    r->trusted = PyObject_IsTrue(trusted);
-    Py_DECREF(trusted);
-    if (r->trusted < 0) {
-        PyErr_Clear();
+    r->headers = SLOT(request, bd->offset[R_HEADERS]);
+    r->target = SLOT(request, bd->offset[R_TARGET]);
+    r->method = SLOT(request, bd->offset[R_METHOD]);
+    r->http_version = SLOT(request, bd->offset[R_HTTP_VERSION]);
+    PyObject *trusted = PyTuple_GET_ITEM(conn, bd->trusted_index);
+    if (!PyBool_Check(trusted) || r->headers == NULL || !PyList_CheckExact(r->headers) ||
+        r->target == NULL || !PyUnicode_CheckExact(r->target) || r->method == NULL ||
+        r->http_version == NULL || !PyUnicode_CheckExact(r->http_version))
         return 0;
-    }
-    return PyList_CheckExact(r->headers) && PyUnicode_CheckExact(r->target) &&
-           PyUnicode_CheckExact(r->http_version);
+    r->trusted = trusted == Py_True;
+    return 1;
 }
 
 /* environ[key] = environ[key] + sep + value for a repeated field (RFC 9110 §5.3; cookies
@@ -406,36 +419,40 @@ build(PyObject *helpers, PyObject *environ, struct request_parts *r, PyObject *p
     return rc ? Py_NewRef(environ) : Py_NewRef(Py_NotImplemented);
 }
 
+static const char capsule_name[] = "preforkd.native._wsgienv.bound";
+
 /* build_environ(request, conn, wsgi_input, proxy, *, template=...) */
 static PyObject *
-build_environ(PyObject *helpers, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+build_environ(PyObject *capsule, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    PyObject *fallback = PyTuple_GET_ITEM(helpers, H_FALLBACK);
+    const struct bound *bd = PyCapsule_GetPointer(capsule, capsule_name);
+    if (bd == NULL)
+        return NULL;
+    PyObject *fallback = PyTuple_GET_ITEM(bd->helpers, H_FALLBACK);
     if (PyVectorcall_NARGS(nargsf) != 4 || kwnames == NULL || PyTuple_GET_SIZE(kwnames) != 1)
         return PyObject_Vectorcall(fallback, args, nargsf, kwnames);
     PyObject *kw = PyTuple_GET_ITEM(kwnames, 0);
     PyObject *template = args[4];
+    struct request_parts r;
     if ((kw != k_template && PyUnicode_Compare(kw, k_template) != 0) ||
-        !PyDict_CheckExact(template)) {
+        !PyDict_CheckExact(template) || !read_parts(bd, args[0], args[1], &r)) {
         if (PyErr_Occurred())
             return NULL;
         return PyObject_Vectorcall(fallback, args, nargsf, kwnames);
     }
-    struct request_parts r = {NULL, NULL, NULL, NULL, 0};
-    PyObject *result = NULL;
-    int usual = read_parts(args[0], args[1], &r);
-    if (usual > 0) {
-        PyObject *environ = PyDict_Copy(template);
-        if (environ != NULL) {
-            result = build(helpers, environ, &r, args[3], args[2]);
-            Py_DECREF(environ);
-        }
-    }
-    parts_clear(&r);
-    if (usual < 0)
-        return NULL;
-    if (usual == 0 || result == Py_NotImplemented) {
-        Py_XDECREF(result);
+    Py_INCREF(r.headers);
+    Py_INCREF(r.target);
+    Py_INCREF(r.method);
+    Py_INCREF(r.http_version);
+    PyObject *environ = PyDict_Copy(template);
+    PyObject *result = environ ? build(bd->helpers, environ, &r, args[3], args[2]) : NULL;
+    Py_XDECREF(environ);
+    Py_DECREF(r.headers);
+    Py_DECREF(r.target);
+    Py_DECREF(r.method);
+    Py_DECREF(r.http_version);
+    if (result == Py_NotImplemented) {
+        Py_DECREF(result);
         return PyObject_Vectorcall(fallback, args, nargsf, kwnames);
     }
     return result;
@@ -448,6 +465,67 @@ static PyMethodDef build_environ_def = {
     "The WSGI environ of one request; the reference build_environ decides the rest.",
 };
 
+/* Where the __slots__ attribute `name` of cls lives in its instances, or -1 with
+ * TypeError when it is not a plain object slot, or the class customises attribute
+ * reads (then reading the slot directly would bypass it). */
+static Py_ssize_t
+slot_offset(PyObject *cls, const char *name)
+{
+    PyTypeObject *type = (PyTypeObject *)cls;
+    Py_ssize_t offset = -1;
+    if (type->tp_getattro == PyObject_GenericGetAttr) {
+        PyObject *descr = PyObject_GetAttrString(cls, name);
+        if (descr == NULL)
+            return -1;
+        if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+            PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+            if (member->type == SLOT_TYPE)
+                offset = member->offset;
+        }
+        Py_DECREF(descr);
+    }
+    if (offset < 0)
+        PyErr_Format(PyExc_TypeError, "bind(): %s.%s is not a plain slot", type->tp_name,
+                     name);
+    return offset;
+}
+
+static void
+bound_free(PyObject *capsule)
+{
+    struct bound *bd = PyCapsule_GetPointer(capsule, capsule_name);
+    if (bd != NULL) {
+        Py_XDECREF(bd->helpers);
+        PyMem_Free(bd);
+    }
+}
+
+/* The index of from_trusted_proxy in the named tuple class conn_cls, or -1. */
+static Py_ssize_t
+trusted_index(PyObject *conn_cls)
+{
+    if (!PyType_IsSubtype((PyTypeObject *)conn_cls, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "bind(): the connection class must be a tuple");
+        return -1;
+    }
+    PyObject *fields = PyObject_GetAttrString(conn_cls, "_fields");
+    if (fields == NULL)
+        return -1;
+    Py_ssize_t index = -1;
+    if (PyTuple_Check(fields)) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fields); i++) {
+            PyObject *field = PyTuple_GET_ITEM(fields, i);
+            if (PyUnicode_Check(field) &&
+                PyUnicode_CompareWithASCIIString(field, "from_trusted_proxy") == 0)
+                index = i;
+        }
+    }
+    Py_DECREF(fields);
+    if (index < 0)
+        PyErr_SetString(PyExc_TypeError, "bind(): no from_trusted_proxy field");
+    return index;
+}
+
 static PyObject *
 bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -455,30 +533,51 @@ bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Format(PyExc_TypeError, "bind() takes %d arguments", (int)H_COUNT);
         return NULL;
     }
-    if (!PyDict_CheckExact(args[H_KEY_CACHE]) || !PyDict_CheckExact(args[H_HOST_CACHE])) {
-        PyErr_SetString(PyExc_TypeError, "bind(): the caches must be dicts");
+    if (!PyType_Check(args[H_REQUEST_CLASS]) || !PyType_Check(args[H_CONN_CLASS]) ||
+        !PyDict_CheckExact(args[H_KEY_CACHE]) || !PyDict_CheckExact(args[H_HOST_CACHE])) {
+        PyErr_SetString(PyExc_TypeError, "bind(): two classes and two dicts expected");
         return NULL;
     }
     for (Py_ssize_t i = 0; i < nargs; i++) {
-        if (i != H_KEY_CACHE && i != H_HOST_CACHE && !PyCallable_Check(args[i])) {
+        if (i > H_CONN_CLASS && i != H_KEY_CACHE && i != H_HOST_CACHE &&
+            !PyCallable_Check(args[i])) {
             PyErr_Format(PyExc_TypeError, "bind(): argument %zd must be callable", i + 1);
             return NULL;
         }
     }
-    PyObject *helpers = PyTuple_New(nargs);
-    if (helpers == NULL)
+    struct bound *bd = PyMem_Calloc(1, sizeof(*bd));
+    if (bd == NULL)
+        return PyErr_NoMemory();
+    for (int i = 0; i < OFFSETS; i++) {
+        if ((bd->offset[i] = slot_offset(args[H_REQUEST_CLASS], slot_names[i])) < 0) {
+            PyMem_Free(bd);
+            return NULL;
+        }
+    }
+    if ((bd->trusted_index = trusted_index(args[H_CONN_CLASS])) < 0) {
+        PyMem_Free(bd);
         return NULL;
+    }
+    PyObject *capsule = PyCapsule_New(bd, capsule_name, bound_free);
+    if (capsule == NULL) {
+        PyMem_Free(bd);
+        return NULL;
+    }
+    if ((bd->helpers = PyTuple_New(nargs)) == NULL) {
+        Py_DECREF(capsule);
+        return NULL;
+    }
     for (Py_ssize_t i = 0; i < nargs; i++)
-        PyTuple_SET_ITEM(helpers, i, Py_NewRef(args[i]));
-    PyObject *fn = PyCFunction_NewEx(&build_environ_def, helpers, module);
-    Py_DECREF(helpers);
+        PyTuple_SET_ITEM(bd->helpers, i, Py_NewRef(args[i]));
+    PyObject *fn = PyCFunction_NewEx(&build_environ_def, capsule, module);
+    Py_DECREF(capsule);
     return fn;
 }
 
 static PyMethodDef wsgienv_methods[] = {
     {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL,
-     "bind(build_environ, key_cache, environ_key, host_cache, server_name_port,\n"
-     "     split_target, apply_proxy_headers) -> build_environ\n\n"
+     "bind(build_environ, request_cls, conn_cls, key_cache, environ_key, host_cache,\n"
+     "     server_name_port, split_target, apply_proxy_headers) -> build_environ\n\n"
      "A C build_environ that hands every case it does not take to the first argument."},
     {NULL, NULL, 0, NULL},
 };

@@ -5,6 +5,8 @@ _F = TypeVar("_F", bound=Callable[..., dict[str, Any]])
 
 def bind(
     build_environ: _F,
+    request_cls: type,
+    conn_cls: type,
     key_cache: dict[str, str | None],
     environ_key: Callable[[str], str | None],
     host_cache: dict[str, tuple[str, str]],

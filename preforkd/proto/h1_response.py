@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from http import HTTPStatus
 
+from preforkd import native
 from preforkd.errors import LocalProtocolError
 from preforkd.proto.events import Request
 from preforkd.proto.fields import (
@@ -105,6 +106,10 @@ class ResponseFramer:
 
         Raises ``LocalProtocolError`` (status 500) for an invalid status, field name or
         value, or Content-Length; nothing has been sent then.
+
+        This is the pure-Python reference (``head_py``): when :mod:`preforkd.native` is
+        built, ``head`` is its C version, which calls this one for every response it does
+        not take itself (anything unusual, every error).
         """
         if self._stage:
             raise LocalProtocolError("head() called twice", 500)
@@ -248,6 +253,18 @@ class ResponseFramer:
         elif self._framing is _CLOSE:
             self.keep_alive = False
         return b""
+
+
+head_py = ResponseFramer.head
+if native.ENABLED:
+    try:
+        from preforkd.native import _h1frame
+    except ImportError:  # not built: the reference serves
+        pass
+    else:
+        ResponseFramer.head = _h1frame.bind_head(  # type: ignore[method-assign]
+            head_py, ResponseFramer, Request, _NONE, _LENGTH, _CHUNKED, _CLOSE
+        )
 
 
 def _status_line(status: str) -> tuple[int, bytes]:

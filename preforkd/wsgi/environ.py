@@ -291,6 +291,8 @@ if native.ENABLED:
         # their rules live here only.
         build_environ = _wsgienv.bind(
             build_environ_py,
+            Request,
+            ConnectionInfo,
             _key_cache,
             _environ_key,
             _host_cache,
