@@ -475,14 +475,17 @@ slot_offset(PyObject *cls, const char *name)
     Py_ssize_t offset = -1;
     if (type->tp_getattro == PyObject_GenericGetAttr) {
         PyObject *descr = PyObject_GetAttrString(cls, name);
-        if (descr == NULL)
-            return -1;
-        if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        if (descr == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1;
+            PyErr_Clear();  /* no such attribute: the TypeError below says so */
+        } else if (Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+                   PyType_IsSubtype(type, PyDescr_TYPE(descr))) {
             PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
             if (member->type == SLOT_TYPE)
                 offset = member->offset;
         }
-        Py_DECREF(descr);
+        Py_XDECREF(descr);
     }
     if (offset < 0)
         PyErr_Format(PyExc_TypeError, "bind(): %s.%s is not a plain slot", type->tp_name,
