@@ -12,6 +12,21 @@ Modules (each ``_name.c`` with its ``_name.pyi`` stub, and its name in ``_MODULE
   or expectation) in one call, where llhttp calls back into Python for each field. It
   takes only a subset of what llhttp accepts and declines the rest, which
   ``proto/h1.py`` then hands to llhttp as before.
+* ``_wsgienv``: :func:`preforkd.wsgi.environ.build_environ`. ``bind(reference, ...)``
+  returns a builtin with the same signature that builds the environ of a request of the
+  usual shape (a template, a list of str field pairs) and calls the Python helpers of
+  ``wsgi/environ.py`` for the rare steps (a new field name or Host, a target that is not
+  plain origin-form, a trusted proxy's fields), so their rules live in one place; any
+  other shape goes to ``build_environ_py`` whole.
+* ``_h1frame``: :meth:`preforkd.proto.h1_response.ResponseFramer.head`. ``bind_head``
+  returns a method that writes the status line and header section of a plainly valid
+  response; everything else, and every error, goes to ``head_py`` (which raises the
+  ``LocalProtocolError`` the caller expects).
+
+``_wsgienv`` and ``_h1frame`` read and write the ``__slots__`` of ``Request`` and
+``ResponseFramer`` directly, at offsets found once when bound (after checking that the
+classes do not customise attribute access), and take only instances of exactly those
+classes.
 
 A consumer imports what it needs only when :data:`ENABLED`, and treats ``ImportError`` as
 "not built"::

@@ -10,8 +10,9 @@
  *
  * Taken here (anything else is handed to the Python function, unchanged):
  *   - four positional arguments and template= a dict (not a subclass);
- *   - request.headers a list of 2-tuples of str (no subclasses), request.target and
- *     request.http_version str; conn.from_trusted_proxy readable.
+ *   - a Request and a ConnectionInfo (not subclasses) with request.headers a list of
+ *     2-tuples of str (no subclasses), request.target and request.http_version str,
+ *     conn.from_trusted_proxy a bool;
  *   - a percent-encoded path only when it is ASCII (unquote_to_bytes encodes anything
  *     else as UTF-8 first: left to Python);
  *   - template["SCRIPT_NAME"] a str.
