@@ -31,6 +31,13 @@
 #define SLOT_TYPE Py_T_OBJECT_EX
 #define SLOT_READONLY Py_READONLY
 #endif
+/* A str whose characters can be read in place (3.11 may still meet a legacy one, left
+ * to the reference; 3.12 has no others). */
+#if PY_VERSION_HEX < 0x030C0000
+#define STR_READY(o) PyUnicode_IS_READY(o)
+#else
+#define STR_READY(o) 1
+#endif
 
 enum { H_FALLBACK, H_CLASS, H_REQUEST_CLASS, H_NONE, H_LENGTH, H_CHUNKED, H_CLOSE, H_COUNT };
 
@@ -221,8 +228,9 @@ add_field(struct buf *b, PyObject *item, struct fields *f)
     if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2)
         return DEFER;
     PyObject *name = PyTuple_GET_ITEM(item, 0), *value = PyTuple_GET_ITEM(item, 1);
-    if (!PyUnicode_CheckExact(name) || !PyUnicode_CheckExact(value) ||
-        !PyUnicode_IS_ASCII(name) || PyUnicode_KIND(value) != PyUnicode_1BYTE_KIND)
+    if (!PyUnicode_CheckExact(name) || !PyUnicode_CheckExact(value) || !STR_READY(name) ||
+        !STR_READY(value) || !PyUnicode_IS_ASCII(name) ||
+        PyUnicode_KIND(value) != PyUnicode_1BYTE_KIND)
         return DEFER;
     const Py_UCS1 *n = PyUnicode_1BYTE_DATA(name), *v = PyUnicode_1BYTE_DATA(value);
     Py_ssize_t nlen = PyUnicode_GET_LENGTH(name), vlen = PyUnicode_GET_LENGTH(value);
@@ -237,7 +245,7 @@ add_field(struct buf *b, PyObject *item, struct fields *f)
             return DEFER;  /* CR, LF, NUL...: response splitting, the reference refuses */
     }
     int kind = 0;
-    /* Every watched name has 4 to 17 characters and ends in a letter. */
+    /* Every watched name has 4 to 17 characters: the others skip the comparisons. */
     if (nlen >= 4 && nlen <= 17 && watched(n, nlen, value, f, &kind) == DEFER)
         return DEFER;
     if (kind)
@@ -252,7 +260,8 @@ add_field(struct buf *b, PyObject *item, struct fields *f)
 static int
 status_line(struct buf *b, PyObject *status)
 {
-    if (!PyUnicode_CheckExact(status) || PyUnicode_KIND(status) != PyUnicode_1BYTE_KIND)
+    if (!PyUnicode_CheckExact(status) || !STR_READY(status) ||
+        PyUnicode_KIND(status) != PyUnicode_1BYTE_KIND)
         return -1;
     const Py_UCS1 *s = PyUnicode_1BYTE_DATA(status);
     Py_ssize_t len = PyUnicode_GET_LENGTH(status);
@@ -297,8 +306,9 @@ read_framer(const struct bound *bd, PyObject *framer, struct framer_parts *p)
     p->keep_alive = SLOT(request, bd->offset[R_KEEP_ALIVE]);
     return p->date && PyBytes_CheckExact(p->date) && p->server &&
                    PyBytes_CheckExact(p->server) && p->method &&
-                   PyUnicode_CheckExact(p->method) && p->version &&
-                   PyUnicode_CheckExact(p->version) && p->keep_alive &&
+                   PyUnicode_CheckExact(p->method) && STR_READY(p->method) && p->version &&
+                   PyUnicode_CheckExact(p->version) && STR_READY(p->version) &&
+                   p->keep_alive &&
                    PyBool_Check(p->keep_alive)
                ? TAKE
                : DEFER;

@@ -34,6 +34,13 @@
 #define SLOT_TYPE Py_T_OBJECT_EX
 #define SLOT_READONLY Py_READONLY
 #endif
+/* A str whose characters can be read in place (3.11 may still meet a legacy one, left
+ * to the reference; 3.12 has no others). */
+#if PY_VERSION_HEX < 0x030C0000
+#define STR_READY(o) PyUnicode_IS_READY(o)
+#else
+#define STR_READY(o) 1
+#endif
 
 /* The helpers bind() keeps, in a tuple. */
 enum {
@@ -113,7 +120,8 @@ read_parts(const struct bound *bd, PyObject *request, PyObject *conn, struct req
     r->http_version = SLOT(request, bd->offset[R_HTTP_VERSION]);
     PyObject *trusted = PyTuple_GET_ITEM(conn, bd->trusted_index);
     if (!PyBool_Check(trusted) || r->headers == NULL || !PyList_CheckExact(r->headers) ||
-        r->target == NULL || !PyUnicode_CheckExact(r->target) || r->method == NULL ||
+        r->target == NULL || !PyUnicode_CheckExact(r->target) || !STR_READY(r->target) ||
+        r->method == NULL ||
         r->http_version == NULL || !PyUnicode_CheckExact(r->http_version))
         return 0;
     r->trusted = trusted == Py_True;
@@ -312,7 +320,7 @@ decode_path(PyObject *path, int *defer)
         return NULL;
     if (percent == -1)
         return Py_NewRef(path);
-    if (!PyUnicode_IS_ASCII(path)) {
+    if (!PyUnicode_IS_ASCII(path)) {  /* FindChar has made path ready */
         *defer = 1;
         return NULL;
     }
