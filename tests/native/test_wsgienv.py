@@ -70,6 +70,7 @@ def compare(
     script_name: str = "",
     clear_caches: bool = False,
     kwargs: dict[str, Any] | None = None,
+    proxy: Any = PROXY,
 ) -> list[tuple[str, Any]]:
     """Both builders on the same input; ``fast``: whether C must take it (None: either).
     ``kwargs``: build_environ's keyword arguments (default: the template, as the workers
@@ -82,8 +83,8 @@ def compare(
     if clear_caches:  # the C builder's cache-miss paths call the Python helpers
         env_mod._key_cache.clear()
         env_mod._host_cache.clear()
-    got = outcome(lambda: c_build(request, conn, INPUT, PROXY, **kwargs))
-    want = outcome(lambda: build_environ_py(request, conn, INPUT, PROXY, **kwargs))
+    got = outcome(lambda: c_build(request, conn, INPUT, proxy, **kwargs))
+    want = outcome(lambda: build_environ_py(request, conn, INPUT, proxy, **kwargs))
     assert got == want
     if fast is not None:
         assert counted.calls == (0 if fast else 1)
@@ -185,6 +186,13 @@ def test_host(host: str, conn: ConnectionInfo, clear_caches: bool) -> None:
 )
 def test_proxy(headers: list[tuple[str, str]], conn: ConnectionInfo) -> None:
     compare(req(headers=headers), conn)
+
+
+def test_an_error_in_a_python_helper_propagates() -> None:
+    # The C builder calls _apply_proxy_headers, which fails on this proxy object: the
+    # same exception as the reference's, raised from the C path (no second attempt).
+    headers = [("x-forwarded-for", "1.1.1.1")]
+    assert compare(req(headers=headers), PROXIED, proxy=None) == []
 
 
 @pytest.mark.parametrize(("method", "version"), [("GET", "1.0"), ("HEAD", "1.1"), ("X", "2")])
