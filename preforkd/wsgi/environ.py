@@ -200,7 +200,19 @@ def environ_template(
     }
     if conn.extra:
         template.update(conn.extra)
+    # The keys build_environ sets on every request, as placeholders it overwrites, and a
+    # table grown past them: dict.copy() keeps the table's size (CPython), so a request's
+    # environ takes them and its fields without a resize (~1k instructions a request).
+    template.update(_PER_REQUEST_KEYS)
+    template[_GROW] = None
+    del template[_GROW]
     return template
+
+
+_PER_REQUEST_KEYS = dict.fromkeys(
+    ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "RAW_URI", "REQUEST_URI"), ""
+) | {"SERVER_PROTOCOL": "", "wsgi.input": None}
+_GROW = "preforkd.grow"
 
 
 def build_environ_py(
