@@ -4,6 +4,11 @@
 line, header checks (no response splitting), Date and Server, and Content-Length, chunked
 or close-delimited framing as the request and status allow (RFC 9112 §6, §7; RFC 9110
 §6.4.1). One instance per response, so pipelined responses share no state. Pure: no IO.
+
+``ResponseFramer.head`` is the C version from ``preforkd.native._h1frame`` when it is
+built (and ``PREFORKD_PURE_PYTHON`` is not set): it writes the head of a plainly valid
+response and hands every other one, and every error, to ``head_py``, the reference
+written here (tests/native/ compares the two).
 """
 
 from __future__ import annotations

@@ -1,4 +1,11 @@
-"""Building the WSGI environ (PEP 3333) from a protocol-neutral Request event."""
+"""Building the WSGI environ (PEP 3333) from a protocol-neutral Request event.
+
+``build_environ`` is the C version from ``preforkd.native._wsgienv`` when it is built
+(and ``PREFORKD_PURE_PYTHON`` is not set), else ``build_environ_py``, the pure-Python
+reference written here. The C version takes requests of the usual shape and calls this
+module's helpers for the rare steps, so the rules (field names to keys, Host, targets,
+trusted proxies) are written once, here; tests/native/ compares the two.
+"""
 
 from __future__ import annotations
 
