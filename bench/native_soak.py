@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from preforkd.errors import LocalProtocolError
+from preforkd.proto import h1
 from preforkd.proto.events import Request
 from preforkd.proto.h1_response import ResponseFramer, head_py
 from preforkd.wsgi import environ
@@ -52,11 +53,26 @@ BIG = [(f"X-Field-{i}", "v" * 40) for i in range(60)]
 BAD = [("X", "a\r\nb")]
 
 
+HEADS = [
+    b"GET /a?b=c HTTP/1.1\r\nHost: example.com\r\nUser-Agent: wrk\r\nX: \xe9\r\n\r\n",
+    b"POST /u HTTP/1.0\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+    b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",  # declined
+    b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X: v\r\n" * 120 + b"\r\n",  # declined late
+    b"GET / HTTP/1.1\r\nHost: a\r\n",  # incomplete
+]
+
+
 class Str(str):
     pass
 
 
 def one_round(n: int) -> None:
+    parse_head = h1._parse_head
+    if parse_head is not None:
+        for head in HEADS:
+            parse_head(head, 0, 8190, 8190, 100)
+        with contextlib.suppress(TypeError):
+            parse_head(HEADS[0], "0", 8190, 8190, 100)  # type: ignore[arg-type]
     build = environ.build_environ
     for request in REQUESTS:
         build(request, INFO, INPUT, PROXY, template=TEMPLATE)
@@ -86,7 +102,7 @@ def one_round(n: int) -> None:
 
 
 def refcounts() -> list[int]:
-    watched: list[object] = [TEMPLATE, HEADERS, STATUS, FIELDS, BIG, DATE, INFO, PROXY]
+    watched: list[object] = [TEMPLATE, HEADERS, STATUS, FIELDS, BIG, DATE, INFO, PROXY, *HEADS]
     watched += [r.target for r in REQUESTS] + [r.headers for r in REQUESTS]
     return [sys.getrefcount(o) for o in watched]
 
@@ -100,7 +116,11 @@ def rss_kib() -> int:
 
 def soak(n: int, report: Callable[[str], None] = print) -> tuple[int, int, bool]:
     """(traced bytes grown, RSS KiB grown, reference counts unchanged) over n rounds."""
-    if environ.build_environ is environ.build_environ_py or ResponseFramer.head is head_py:
+    if (
+        environ.build_environ is environ.build_environ_py
+        or ResponseFramer.head is head_py
+        or h1._parse_head is None
+    ):
         report("warning: the C accelerators are not in use; this soaks the references")
     tenth = max(n // 10, 1)
     for i in range(tenth):  # warm-up: memo tables, free lists, the allocator's arenas
