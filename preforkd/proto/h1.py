@@ -59,9 +59,9 @@ from httptools import (
 
 from preforkd import native
 from preforkd.errors import LocalProtocolError, RemoteProtocolError
-from preforkd.proto.chunked import ChunkedDecoder
 from preforkd.proto.events import ConnectionClosed, Data, EndOfMessage, Event, Request
 from preforkd.proto.fields import CONNECT_AUTHORITY, HOST, TOKEN_BYTES, is_content_length
+from preforkd.proto.h1_body import ChunkedBody, LengthBody
 
 __all__ = [
     "H1Connection",
@@ -103,8 +103,8 @@ class _State(enum.Enum):
     BODY = "receiving a request body"
     UPGRADE_BODY = "receiving the body of an upgrade request"  # we count the bytes
     UPGRADE = "waiting for the caller to accept or decline an upgrade"
-    CHUNKED = "receiving a chunked body, decoded by us (proto/chunked.py)"
-    LENGTH = "receiving a Content-Length body, counted by us (see _receive_length)"
+    CHUNKED = "receiving a chunked body, decoded by us (proto/h1_body.py)"
+    LENGTH = "receiving a Content-Length body, counted by us (proto/h1_body.py)"
     CLOSED = "the last request did not allow keep-alive; later bytes are ignored"
     EOF = "the peer closed its side"
     ERROR = "malformed input; the connection is dead"
@@ -230,8 +230,8 @@ class H1Connection:
         "_body_skipped",
         "_buf",
         "_callbacks",
+        "_chunked",
         "_content_length",
-        "_decoder",
         "_error",
         "_events",
         "_expect",
@@ -241,13 +241,13 @@ class H1Connection:
         "_host",
         "_host_count",
         "_keep_alive",
+        "_length",
         "_limits",
         "_max_fields",
         "_method",
         "_next_start",
         "_parser",
         "_pending_error",
-        "_remaining",
         "_request",
         "_stall",
         "_stall_limit",
@@ -293,9 +293,9 @@ class H1Connection:
         self._request: Request | None = None
         self._body_skipped = False
         self._synthetic = False
-        self._remaining = 0
+        self._length = LengthBody()  # a counted Content-Length body (re-armed per body)
         self._method: str | None = None  # a method llhttp does not know (see _LLHTTP_METHODS)
-        self._decoder: ChunkedDecoder | None = None
+        self._chunked: ChunkedBody | None = None  # a chunked body we decode
         # Message boundaries in the buffer llhttp parses (llhttp reports no offsets): where
         # the current message starts, where the next one will, and the last bytes of a
         # head begun in an earlier buffer. Needed to take a chunked body over from llhttp.
@@ -321,10 +321,10 @@ class H1Connection:
         if self._error is not None:
             self._fail(self._error, [])
         state = self._state
-        if state is _LENGTH and 0 < len(data) < self._remaining:
+        if state is _LENGTH and 0 < len(data) < self._length.remaining:
             # The common read of a large upload: all of it is body. The bytes object is
             # passed on as it is (no copy, no llhttp, no callback).
-            self._remaining -= len(data)
+            self._length.remaining -= len(data)
             return [Data(data)]
         if not data:
             return self._receive_eof()
@@ -390,7 +390,7 @@ class H1Connection:
         if self._state is _UPGRADE_BODY:
             # The rest of the body is still to come: let a fresh parser frame it.
             self._parser = HttpRequestParser(self._callbacks)
-            self._feed_synthetic_head(b"Content-Length: %d\r\n" % self._remaining)
+            self._feed_synthetic_head(b"Content-Length: %d\r\n" % self._length.remaining)
         elif self._state is _UPGRADE:
             self._parser = HttpRequestParser(self._callbacks)
             self._state = _IDLE
@@ -428,7 +428,7 @@ class H1Connection:
             events.append(request)
             if length:
                 # The body is counted as llhttp's path counts a Content-Length body.
-                self._remaining = length
+                self._length.start(length)
                 self._state = _LENGTH
                 data = self._receive_length(data, pos)
                 if self._state is not _IDLE or not data:
@@ -560,40 +560,23 @@ class H1Connection:
         return data
 
     def _receive_length(self, data: bytes, start: int = 0) -> bytes:
-        """Count a Content-Length body down (RFC 9112 §6.2) from ``data[start:]``; returns
-        the bytes after it once it is complete.
-
-        A read that is all body becomes one Data event holding the received bytes object
-        itself; only a read that also holds the start or the end of the body is sliced."""
-        remaining = self._remaining
-        end = start + remaining
-        if end > len(data):
-            if start < len(data):  # (a head that ends its read: no body bytes yet)
-                self._events.append(Data(data[start:] if start else data))
-                self._remaining = remaining - (len(data) - start)
-            return b""
-        self._events.append(Data(data[start:end] if start or end < len(data) else data))
-        self._events.append(EndOfMessage())
-        self._remaining = 0
-        self._headers = []
-        if not self._keep_alive:
-            self._state = _CLOSED  # RFC 9112 §9.6: what follows is not read
-            return b""
-        self._state = _IDLE
-        return data[end:]
+        """Count a Content-Length body down from ``data[start:]``; returns the bytes after
+        it once it is complete."""
+        rest = self._length.feed(data, start, self._events)
+        return b"" if rest is None else self._body_complete(rest)
 
     def _receive_chunked(self, data: bytes) -> bytes:
         """Feed the chunked body; returns the bytes after it once it is complete."""
-        decoder = self._decoder
-        assert decoder is not None
-        pieces, done, rest = decoder.feed(data)
-        events = self._events
-        for piece in pieces:
-            events.append(Data(piece))
-        if not done:
+        chunked = self._chunked
+        assert chunked is not None
+        rest = chunked.feed(data, 0, self._events)
+        if rest is None:
             return b""
-        events.append(EndOfMessage())
-        self._decoder = None
+        self._chunked = None
+        return self._body_complete(rest)
+
+    def _body_complete(self, rest: bytes) -> bytes:
+        """A body we framed has ended (EndOfMessage is out): ``rest`` is the next request's."""
         self._headers = []
         if not self._keep_alive:
             self._state = _CLOSED  # RFC 9112 §9.6: what follows is not read
@@ -617,7 +600,7 @@ class H1Connection:
             self.trailing_data = b""
             if skipped:
                 self._state = _UPGRADE_BODY
-                self._remaining = request.content_length or 0
+                self._length.start(request.content_length or 0)
                 self._receive_upgrade_body(rest)
             else:
                 self._state = _UPGRADE
@@ -648,17 +631,11 @@ class H1Connection:
         self._headers = []
 
     def _receive_upgrade_body(self, data: bytes) -> None:
-        remaining = self._remaining
-        if len(data) < remaining:
-            if data:
-                self._events.append(Data(data))
-            self._remaining = remaining - len(data)
-            return
-        self._events.append(Data(data[:remaining]))
-        self._events.append(EndOfMessage())
-        self._remaining = 0
-        self._state = _UPGRADE
-        self.trailing_data += data[remaining:]
+        # Counted like any Content-Length body; what follows it waits for the caller.
+        rest = self._length.feed(data, 0, self._events)
+        if rest is not None:
+            self._state = _UPGRADE
+            self.trailing_data += rest
 
     def _receive_eof(self) -> list[Event]:
         state = self._state
@@ -819,7 +796,7 @@ class H1Connection:
             # RFC 9112 §7.1.1 allows whitespace in chunk extensions that llhttp refuses:
             # the body is decoded by proto/chunked.py, from the end of this head.
             limits = self._limits
-            self._decoder = ChunkedDecoder(
+            self._chunked = ChunkedBody(
                 limits.max_header_field_size, limits.max_header_fields, self._field_limit
             )
             self._state = _CHUNKED
@@ -837,7 +814,7 @@ class H1Connection:
         elif head_end + length <= len(self._buf):
             self._next_start = head_end + length
         else:
-            self._remaining = length
+            self._length.start(length)
             self._state = _LENGTH
             raise _TakeOver(head_end)
 
