@@ -32,9 +32,13 @@ class Request:
 
 @dataclass(slots=True)
 class Data:
-    """A piece of a request body."""
+    """A piece of a request body.
 
-    data: bytes
+    A memoryview only on HTTP/1.1, when the bytes were left where they were read (the
+    rest of a large read after its request head, or a read into a body buffer, see
+    worker/h1body.py): whoever keeps it must not expect it to be ``bytes``."""
+
+    data: bytes | memoryview
     stream_id: int = 0
 
 

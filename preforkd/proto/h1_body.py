@@ -11,7 +11,7 @@ over from it (see ``H1Connection._frame_length`` and ``_on_headers_complete`` in
   :class:`preforkd.proto.chunked.ChunkedDecoder` (llhttp refuses the whitespace §7.1.1
   allows in chunk extensions).
 
-Both have the same interface: ``feed(data, start, events)`` appends a ``Data`` event for
+Both have the same interface: ``feed(data, start, events)`` appends ``Data`` events for
 the body bytes of ``data[start:]`` to ``events`` and returns ``None`` while the body goes
 on; once the body is complete it appends ``EndOfMessage`` and returns the bytes that
 follow the body (the next request's, for the caller to parse). What happens next (keep
@@ -25,7 +25,12 @@ from __future__ import annotations
 from preforkd.proto.chunked import ChunkedDecoder
 from preforkd.proto.events import Data, EndOfMessage, Event
 
-__all__ = ["ChunkedBody", "LengthBody"]
+__all__ = ["VIEW_MIN", "ChunkedBody", "LengthBody"]
+
+# A piece of body at least this large that starts inside its read is handed on as a view of
+# the read rather than a copy. A smaller one is copied: that is as cheap, and lets a
+# whole-body read() return the piece itself (wsgi/input.py).
+VIEW_MIN = 16 * 1024
 
 
 class LengthBody:
@@ -46,14 +51,21 @@ class LengthBody:
     def feed(self, data: bytes, start: int, events: list[Event]) -> bytes | None:
         """Count the body bytes of ``data[start:]``; see the module docstring.
 
-        A read that is all body becomes one Data event holding the received object itself;
-        only a read that also holds the start or the end of the body is sliced."""
+        A read that is all body becomes one Data event holding the received object itself.
+        The large rest of a read after its head becomes a memoryview of it (the first
+        read of an upload holds up to 256 KiB of body: not copied once more); only a
+        small rest, or the end of a body, is sliced."""
         remaining = self.remaining
         end = start + remaining
         size = len(data)
         if end > size:
             if start < size:  # (a head that ends its read: no body bytes yet)
-                events.append(Data(data[start:] if start else data))
+                if not start:
+                    events.append(Data(data))
+                elif size - start < VIEW_MIN:
+                    events.append(Data(data[start:]))
+                else:
+                    events.append(Data(memoryview(data)[start:]))
                 self.remaining = remaining - (size - start)
             return None
         events.append(Data(data[start:end] if start or end < size else data))

@@ -279,7 +279,7 @@ class H2Protocol(asyncio.BufferedProtocol):
 
         A stream's body pieces from one read go to its InputStream together (one lock,
         not one per 16 KiB DATA frame), before any later event of that stream."""
-        body: dict[int, list[bytes]] = {}
+        body: dict[int, list[bytes | memoryview]] = {}
         streams = self.streams
         for event in events:
             kind = type(event)

@@ -51,8 +51,10 @@ class InputStream:
         # yet taken the buffer down to half (not windowed: when it does, it reports).
         self._over = False
         # Received chunks are kept as they came (no copy into one buffer); _offset is how
-        # much of the first one has been read. A read copies only what it returns.
-        self._chunks: deque[bytes] = deque()
+        # much of the first one has been read. A read copies only what it returns. A chunk
+        # may be a memoryview of a buffer the loop reuses once no view of it is left
+        # (worker/h1body.py): a view is kept only while its bytes are unread.
+        self._chunks: deque[bytes | memoryview] = deque()
         self._offset = 0
         self._size = 0  # bytes buffered
         # App threads blocked in a read (one, unless an app shares wsgi.input between
@@ -68,8 +70,10 @@ class InputStream:
         self.bytes_read = 0
 
     # --- loop side ----------------------------------------------------------------------
-    def feed(self, data: bytes, wake: bool = True) -> bool:
+    def feed(self, data: bytes | memoryview, wake: bool = True) -> bool:
         """Buffer body bytes; True when the buffer is over its high-water mark.
+
+        ``data`` is kept, not copied: a memoryview must stay valid until it is read.
 
         ``wake=False``: the caller has more for this stream from the same network read
         and calls :meth:`wake` after the last piece. Waking the reading thread once per
@@ -86,7 +90,7 @@ class InputStream:
             waker.wake()
         return over
 
-    def feed_all(self, pieces: list[bytes]) -> None:
+    def feed_all(self, pieces: list[bytes | memoryview]) -> None:
         """``feed(piece, wake=False)`` for each piece, under one lock: HTTP/2 hands over
         a stream's DATA payloads of one network read together, then calls ``wake``."""
         with self._lock:
@@ -239,7 +243,13 @@ class InputStream:
         """Index of the first b"\\n" among the first ``limit`` buffered bytes, or -1."""
         seen = 0
         offset = self._offset
-        for chunk in self._chunks:
+        chunks = self._chunks
+        for index in range(len(chunks)):
+            chunk = chunks[index]
+            if type(chunk) is not bytes:
+                # A memoryview has no find(): the chunk becomes bytes once (a readline
+                # user pays the copy a read() user is spared), and its view is let go.
+                chunk = chunks[index] = bytes(chunk)
             end = min(len(chunk), offset + limit - seen)
             found = chunk.find(b"\n", offset, end)
             if found >= 0:
@@ -335,10 +345,10 @@ class EmptyInput(InputStream):
         self._over = False
         self.bytes_read = 0
 
-    def feed(self, data: bytes, wake: bool = True) -> bool:
+    def feed(self, data: bytes | memoryview, wake: bool = True) -> bool:
         raise AssertionError("a request without a body got body bytes")
 
-    def feed_all(self, pieces: list[bytes]) -> None:
+    def feed_all(self, pieces: list[bytes | memoryview]) -> None:
         raise AssertionError("a request without a body got body bytes")
 
     def wake(self, receivable: int | None = None) -> None:
