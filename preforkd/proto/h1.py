@@ -379,6 +379,33 @@ class H1Connection:
                 self._fail(RemoteProtocolError("header field too large", status), events)
         return events
 
+    @property
+    def body_remaining(self) -> int:
+        """Bytes still to come of a Content-Length body the core counts itself, else 0.
+
+        While it is positive the caller may read up to that many bytes into a buffer of
+        its own and pass them to :meth:`receive_body` instead of :meth:`receive_data`."""
+        return self._length.remaining if self._state is _LENGTH else 0
+
+    def receive_body(self, data: memoryview) -> list[Event]:
+        """Feed bytes of the counted body (``0 < len(data) <= body_remaining``), such as a
+        view of the buffer the transport read into.
+
+        The ``Data`` event holds ``data`` itself, not a copy: the caller must leave those
+        bytes unchanged for as long as anything refers to that view (see
+        worker/h1body.py). Returns ``[Data]``, or ``[Data, EndOfMessage]`` for the body's
+        last bytes, after which the core is between requests (or closed) again."""
+        length = self._length
+        size = len(data)
+        if self._state is not _LENGTH or not 0 < size <= length.remaining:
+            raise LocalProtocolError("receive_body outside a counted body", 500)
+        if size < length.remaining:
+            length.remaining -= size
+            return [Data(data)]
+        length.remaining = 0
+        self._body_complete(b"")
+        return [Data(data), EndOfMessage()]
+
     def resume_after_declined_upgrade(self) -> list[Event]:
         """The caller will not switch protocols: parse ``trailing_data`` as HTTP/1.1.
 

@@ -48,6 +48,7 @@ from preforkd.proto.negotiate import (
     valid_http2_settings,
 )
 from preforkd.worker.channel import Channel, WriteFlow, abort_if_not_reading
+from preforkd.worker.h1body import BODY_READ_MIN, BodyReader
 from preforkd.worker.state import WorkerState
 from preforkd.wsgi.bridge import Head, WSGICycle
 from preforkd.wsgi.environ import ConnectionInfo, build_environ, environ_template
@@ -159,6 +160,9 @@ class Exchange(Channel):
 
 
 class H1Protocol(asyncio.Protocol):
+    # While a long Content-Length body arrives, the transport's protocol (worker/h1body.py).
+    _body_reader: BodyReader | None = None
+
     def __init__(
         self,
         state: WorkerState,
@@ -383,6 +387,7 @@ class H1Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._body_reader = None  # (it gave its buffer back before calling us)
         state = self.state
         state.connections.discard(self)
         if state.on_connection_closed is not None:
@@ -429,7 +434,13 @@ class H1Protocol(asyncio.Protocol):
             if current.finished:
                 self._next()
 
-    def _on_body(self, current: Exchange, data: bytes) -> None:
+    def _on_body(self, current: Exchange, data: bytes | memoryview) -> None:
+        if (
+            self._body_reader is None
+            and self.parser.body_remaining >= BODY_READ_MIN
+            and not self.closed
+        ):
+            self._read_body_into_buffers()
         if current.finished:
             # The app answered without reading the whole body: drain it, within reason.
             self._discarded += len(data)
@@ -450,6 +461,32 @@ class H1Protocol(asyncio.Protocol):
             else:
                 current.wake_pending = True
                 call_soon(current.wake_reader)
+
+    def _read_body_into_buffers(self) -> None:
+        """The rest of this body is read into the worker's body buffers, not copied into
+        a new bytes object per read (worker/h1body.py)."""
+        transport = self.transport
+        assert transport is not None
+        self._body_reader = reader = BodyReader(self, self.state.body_buffers)
+        transport.set_protocol(reader)
+
+    def body_received(self, data: memoryview) -> None:
+        """(BodyReader) Bytes read into a body buffer: the counted body's, as its reads
+        stop at the body's end; anything past it is parsed as usual."""
+        parser = self.parser
+        remaining = parser.body_remaining
+        rest = b""
+        if len(data) > remaining:
+            data, rest = data[:remaining], bytes(data[remaining:])
+        if data:
+            self._dispatch_all(parser.receive_body(data))
+        if not parser.body_remaining and self._body_reader is not None:
+            self._body_reader.give_back()
+            self._body_reader = None
+            if not self.closed and self.transport is not None:
+                self.transport.set_protocol(self)  # request heads arrive as bytes again
+        if rest and not self.closed:
+            self.data_received(rest)
 
     def _start(self, request: Request) -> None:
         state = self.state

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from preforkd.logs import AccessLog, AccessRecord
 from preforkd.proto.h1 import H1Limits
 from preforkd.proto.h2 import H2Settings
+from preforkd.worker.h1body import BodyBuffers
 from preforkd.worker.pool import AppThreads
 from preforkd.worker.stats import RequestStats
 from preforkd.wsgi.environ import ProxyTrust
@@ -83,6 +84,8 @@ class WorkerState:
     # most uvloop reads at once. Allocated on first use, so a worker that never speaks
     # HTTP/2 does not hold it.
     _read_buffer: bytearray | None = None
+    # HTTP/1.1 request bodies are read into these (worker/h1body.py). Made on first use.
+    _body_buffers: BodyBuffers | None = None
 
     def tick(self) -> None:
         self.now = self.clock()
@@ -98,6 +101,13 @@ class WorkerState:
         if self._read_buffer is None:
             self._read_buffer = bytearray(READ_BUFFER_SIZE)
         return self._read_buffer
+
+    @property
+    def body_buffers(self) -> BodyBuffers:
+        """The pool of buffers HTTP/1.1 bodies are read into (see ``_body_buffers``)."""
+        if self._body_buffers is None:
+            self._body_buffers = BodyBuffers()
+        return self._body_buffers
 
     @property
     def in_flight(self) -> int:

@@ -1,0 +1,192 @@
+"""HTTP/1.1 request bodies read straight into the worker's body buffers.
+
+Why. Through ``asyncio.Protocol.data_received`` the loop makes a new bytes object of every
+read: for an upload that is a copy of each body byte on top of the kernel's copy and the
+copy into what the app's ``wsgi.input.read()`` returns (memcpy was a quarter of the
+worker's CPU on 1 MiB uploads, bench/PROFILE.md). An ``asyncio.BufferedProtocol`` has the
+transport read into a buffer of ours instead, and ``wsgi.input`` keeps views of it.
+
+Theory of operation. :class:`H1Protocol` (worker/connection.py) stays a plain Protocol:
+request heads arrive as bytes, as llhttp and the native head parser want them, with no
+extra call per read on the small-request path. Once a Content-Length body with at least
+:data:`BODY_READ_MIN` bytes still to come is under way, the connection hands its transport
+a :class:`BodyReader` (``transport.set_protocol``; asyncio's and uvloop's transports, plain
+and TLS, switch between the two kinds of protocol at any time). Each read goes into the
+free end of a 256 KiB buffer, never past the body's end (so the next request's head is
+read as bytes again), and becomes a ``Data`` event holding a memoryview of exactly those
+bytes. When the body is complete the H1Protocol takes the transport back.
+
+The buffers (:class:`BodyBuffers`, one pool per worker): a view handed to ``wsgi.input``
+must stay valid until the app has read it, so a buffer is written again only once no view
+of it is left. That is known without any report from the app thread: every view of a
+buffer holds a reference to it (each ``memoryview(buf)`` holds one, its slices share it),
+so a buffer whose reference count is back to what its holder alone accounts for has no
+view left (:func:`_unshared`, calibrated at import). The check errs one way only: a
+reference we do not know of (a transport still holding its last read's view, a traceback)
+makes a buffer look busy, never free. A connection writes into its buffer's free end and
+starts over at its front whenever the buffer is unshared (the app has read everything in
+it), which with an app that keeps up is most reads; a full buffer with unread bytes goes
+back to the pool, which hands it out again once its views are gone. Recycling matters: a
+fresh 256 KiB ``bytearray`` is zeroed, and a freed one comes back as page faults.
+
+Memory stays bounded as before: reading pauses when ``wsgi.input`` holds more than the
+body buffer setting (the views pin at most that much plus one read, i.e. a few buffers per
+uploading connection), a connection gives its buffer back when its body ends, and the pool
+keeps at most :data:`KEEP` idle buffers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Protocol
+
+from preforkd.proto.h1 import H1Connection
+
+BUFFER_SIZE = 256 * 1024  # uvloop's own read buffer; reads rarely bring more at once
+# A body with less than this still to come is read through data_received as before: the
+# two switches of protocol (a re-registration of the socket each) cost more than the copy.
+BODY_READ_MIN = 64 * 1024
+# With less room than this left at a buffer's end, the next read takes another buffer
+# (a read into a small rest would be a short read, one more system call per buffer).
+_MIN_ROOM = 64 * 1024
+KEEP = 8  # idle buffers a worker keeps (2 MiB): enough for a few concurrent uploads
+_HELD_MAX = 64  # buffers given back with views left, watched until they are unshared
+
+
+class _Slot:
+    """Holds one buffer: the only reference to it apart from views and the transport."""
+
+    __slots__ = ("buf",)
+
+    def __init__(self, size: int) -> None:
+        self.buf = bytearray(size)
+
+
+def _refs(slot: _Slot) -> int:
+    return sys.getrefcount(slot.buf)
+
+
+# The count of a buffer held by its slot alone, measured the way _unshared measures (the
+# slot's reference and getrefcount's argument, whatever the interpreter adds).
+_ALONE = _refs(_Slot(1))
+
+
+def _unshared(slot: _Slot) -> bool:
+    """No view of the slot's buffer is left (nothing can read what it holds)."""
+    return _refs(slot) <= _ALONE
+
+
+class BodyBuffers:
+    """A worker's pool of body buffers (loop thread only)."""
+
+    __slots__ = ("_free", "_held", "size")
+
+    def __init__(self, size: int = BUFFER_SIZE) -> None:
+        self.size = size
+        self._free: list[_Slot] = []
+        self._held: list[_Slot] = []  # given back while views of them were left
+
+    def acquire(self) -> _Slot:
+        """A buffer no view refers to: an idle one, one whose views are gone, or new."""
+        if self._held:
+            self._collect()
+        free = self._free
+        return free.pop() if free else _Slot(self.size)
+
+    def release(self, slot: _Slot) -> None:
+        """The connection writes no more into ``slot``; its views may still be unread."""
+        if _unshared(slot):
+            if len(self._free) < KEEP:
+                self._free.append(slot)
+        elif len(self._held) < _HELD_MAX:
+            self._held.append(slot)
+        # else: dropped; its views keep it alive until they go, then Python frees it.
+
+    def _collect(self) -> None:
+        held, self._held = self._held, []
+        for slot in held:
+            self.release(slot)
+
+    @property
+    def idle(self) -> int:
+        """Buffers ready for reuse (tests)."""
+        return len(self._free)
+
+
+class _Connection(Protocol):
+    """What a BodyReader needs of its H1Protocol (worker/connection.py, which imports us)."""
+
+    parser: H1Connection
+
+    def body_received(self, data: memoryview) -> None: ...
+    def data_received(self, data: bytes) -> None: ...
+    def eof_received(self) -> bool: ...
+    def connection_lost(self, exc: Exception | None) -> None: ...
+    def pause_writing(self) -> None: ...
+    def resume_writing(self) -> None: ...
+
+
+class BodyReader(asyncio.BufferedProtocol):
+    """Stands in for an :class:`H1Protocol` as its transport's protocol while a long
+    Content-Length body arrives: reads go into body buffers (see the module docstring),
+    everything else is the H1Protocol's."""
+
+    __slots__ = ("_end", "_pool", "_slot", "conn")
+
+    def __init__(self, conn: _Connection, pool: BodyBuffers) -> None:
+        self.conn = conn
+        self._pool = pool
+        self._slot: _Slot | None = None
+        self._end = 0  # where the next read goes in the slot's buffer
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # Never past the body's end: the next request's head must arrive as bytes, and be
+        # read by the H1Protocol once it has the transport back. (0: the body is over and
+        # the switch back is under way; a read that still comes here is passed on.)
+        want = self.conn.parser.body_remaining or _MIN_ROOM
+        slot = self._slot
+        if slot is None:
+            slot = self._slot = self._pool.acquire()
+            self._end = 0
+        elif _unshared(slot):
+            self._end = 0  # all read by the app: start over at the front
+        elif len(slot.buf) - self._end < min(want, _MIN_ROOM):
+            self._pool.release(slot)
+            slot = self._slot = self._pool.acquire()
+            self._end = 0
+        start = self._end
+        return memoryview(slot.buf)[start : min(len(slot.buf), start + want)]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        slot = self._slot
+        assert slot is not None
+        start = self._end
+        self._end = end = start + nbytes
+        # A view of its own (not a slice of get_buffer's): holds one reference to the
+        # buffer for as long as any piece of it is unread.
+        self.conn.body_received(memoryview(slot.buf)[start:end])
+
+    def give_back(self) -> None:
+        """The body is over (or the connection): the buffer returns to the pool."""
+        slot, self._slot = self._slot, None
+        if slot is not None:
+            self._pool.release(slot)
+
+    # Everything else is the connection's.
+    def data_received(self, data: bytes) -> None:
+        # (A transport that read before it saw the switch of protocol.)
+        self.conn.data_received(data)
+
+    def eof_received(self) -> bool:
+        return self.conn.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.give_back()
+        self.conn.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.conn.resume_writing()
