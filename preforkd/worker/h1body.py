@@ -32,7 +32,7 @@ fresh 256 KiB ``bytearray`` is zeroed, and a freed one comes back as page faults
 Memory stays bounded as before: reading pauses when ``wsgi.input`` holds more than the
 body buffer setting (the views pin at most that much plus one read, i.e. a few buffers per
 uploading connection), a connection gives its buffer back when its body ends, and the pool
-keeps at most :data:`KEEP` idle buffers.
+keeps at most :data:`MAX_IDLE` idle buffers, fewer each tick once uploads stop.
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ BODY_READ_MIN = 64 * 1024
 # With less room than this left at a buffer's end, the next read takes another buffer
 # (a read into a small rest would be a short read, one more system call per buffer).
 _MIN_ROOM = 64 * 1024
-KEEP = 8  # idle buffers a worker keeps (2 MiB): enough for a few concurrent uploads
+# Idle buffers a worker keeps at most (16 MiB): as many as concurrent uploads had in use,
+# each holding one to write into and a few with unread pieces. Once uploads stop, the
+# ticker halves them each tick (trim), so an idle worker soon holds none.
+MAX_IDLE = 64
 _HELD_MAX = 64  # buffers given back with views left, watched until they are unshared
 
 
@@ -80,33 +83,44 @@ def _unshared(slot: _Slot) -> bool:
 class BodyBuffers:
     """A worker's pool of body buffers (loop thread only)."""
 
-    __slots__ = ("_free", "_held", "size")
+    __slots__ = ("_free", "_held", "_used", "size")
 
     def __init__(self, size: int = BUFFER_SIZE) -> None:
         self.size = size
         self._free: list[_Slot] = []
         self._held: list[_Slot] = []  # given back while views of them were left
+        self._used = False  # a buffer was acquired since the last trim
 
     def acquire(self) -> _Slot:
-        """A buffer no view refers to: an idle one, one whose views are gone, or new."""
-        if self._held:
-            self._collect()
+        """A buffer no view refers to: one given back whose views are gone by now, an
+        idle one, or a new one."""
+        self._used = True
+        held = self._held
+        for index, slot in enumerate(held):  # the oldest first: the likeliest read
+            if _unshared(slot):
+                del held[index]
+                return slot
         free = self._free
         return free.pop() if free else _Slot(self.size)
 
     def release(self, slot: _Slot) -> None:
         """The connection writes no more into ``slot``; its views may still be unread."""
         if _unshared(slot):
-            if len(self._free) < KEEP:
+            if len(self._free) < MAX_IDLE:
                 self._free.append(slot)
-        elif len(self._held) < _HELD_MAX:
+        elif len(self._held) < MAX_IDLE:
             self._held.append(slot)
         # else: dropped; its views keep it alive until they go, then Python frees it.
 
-    def _collect(self) -> None:
+    def trim(self) -> None:
+        """(Each tick.) Buffers whose views are gone become idle; without uploads since
+        the last tick, half the idle ones are let go."""
         held, self._held = self._held, []
         for slot in held:
             self.release(slot)
+        if not self._used:
+            del self._free[len(self._free) // 2 :]
+        self._used = False
 
     @property
     def idle(self) -> int:

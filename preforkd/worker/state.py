@@ -90,6 +90,8 @@ class WorkerState:
     def tick(self) -> None:
         self.now = self.clock()
         self.date_header = formatdate(usegmt=True).encode("ascii")
+        if self._body_buffers is not None:
+            self._body_buffers.trim()  # idle body buffers go once uploads stop
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()

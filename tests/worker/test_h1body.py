@@ -239,3 +239,20 @@ def test_core_receive_body_checks_its_caller() -> None:
     assert parser.body_remaining == 0
     events = parser.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert isinstance(events[0], Request) and events[0].target == "/"
+
+
+def test_idle_buffers_are_let_go_once_uploads_stop() -> None:
+    pool = BodyBuffers(size=4096)
+    slots = [pool.acquire() for _ in range(4)]
+    kept = memoryview(slots[0].buf)  # an unread piece: given back, but held
+    for slot in slots:
+        pool.release(slot)
+    assert pool.idle == 3
+    pool.trim()  # buffers were acquired since the last tick: none let go
+    assert pool.idle == 3
+    del kept
+    pool.trim()  # the held one is idle now; no upload since the last tick: half go
+    assert pool.idle == 2
+    pool.trim()
+    pool.trim()
+    assert pool.idle == 0
