@@ -387,7 +387,7 @@ class H1Connection:
         its own and pass them to :meth:`receive_body` instead of :meth:`receive_data`."""
         return self._length.remaining if self._state is _LENGTH else 0
 
-    def receive_body(self, data: memoryview) -> list[Event]:
+    def receive_body(self, data: bytes | memoryview) -> list[Event]:
         """Feed bytes of the counted body (``0 < len(data) <= body_remaining``), such as a
         view of the buffer the transport read into.
 

@@ -470,9 +470,10 @@ class H1Protocol(asyncio.Protocol):
         self._body_reader = reader = BodyReader(self, self.state.body_buffers)
         transport.set_protocol(reader)
 
-    def body_received(self, data: memoryview) -> None:
-        """(BodyReader) Bytes read into a body buffer: the counted body's, as its reads
-        stop at the body's end; anything past it is parsed as usual."""
+    def body_received(self, data: bytes | memoryview) -> None:
+        """(BodyReader) Bytes read into a body buffer (a view, or a copy of a short read):
+        the counted body's, as its reads stop at the body's end; anything past it is
+        parsed as usual."""
         parser = self.parser
         remaining = parser.body_remaining
         rest = b""

@@ -42,6 +42,7 @@ import sys
 from typing import Protocol
 
 from preforkd.proto.h1 import H1Connection
+from preforkd.proto.h1_body import VIEW_MIN
 
 BUFFER_SIZE = 256 * 1024  # uvloop's own read buffer; reads rarely bring more at once
 # A body with less than this still to come is read through data_received as before: the
@@ -133,7 +134,7 @@ class _Connection(Protocol):
 
     parser: H1Connection
 
-    def body_received(self, data: memoryview) -> None: ...
+    def body_received(self, data: bytes | memoryview) -> None: ...
     def data_received(self, data: bytes) -> None: ...
     def eof_received(self) -> bool: ...
     def connection_lost(self, exc: Exception | None) -> None: ...
@@ -176,7 +177,14 @@ class BodyReader(asyncio.BufferedProtocol):
         slot = self._slot
         assert slot is not None
         start = self._end
-        self._end = end = start + nbytes
+        end = start + nbytes
+        if nbytes < VIEW_MIN:
+            # A short read is copied, and its room is written again by the next read: a
+            # client trickling its body must not pin buffers, nor make wsgi.input hold a
+            # view object (and its buffer record, ~250 bytes) per byte or so it sends.
+            self.conn.body_received(bytes(memoryview(slot.buf)[start:end]))
+            return
+        self._end = end
         # A view of its own (not a slice of get_buffer's): holds one reference to the
         # buffer for as long as any piece of it is unread.
         self.conn.body_received(memoryview(slot.buf)[start:end])

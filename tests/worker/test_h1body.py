@@ -12,6 +12,7 @@ import pytest
 
 from preforkd.proto.events import Data, EndOfMessage, Request
 from preforkd.proto.h1 import H1Connection
+from preforkd.proto.h1_body import VIEW_MIN
 from preforkd.worker.connection import H1Protocol
 from preforkd.worker.h1body import BODY_READ_MIN, BodyBuffers, BodyReader, _unshared
 from preforkd.wsgi.input import InputStream
@@ -28,9 +29,9 @@ class Conn:
         self.parser = H1Connection()
         self.parser.receive_data(HEAD % remaining)
         assert self.parser.body_remaining == remaining
-        self.pieces: list[memoryview] = []
+        self.pieces: list[bytes | memoryview] = []
 
-    def body_received(self, data: memoryview) -> None:
+    def body_received(self, data: bytes | memoryview) -> None:
         self.parser.receive_body(data)
         self.pieces.append(data)
 
@@ -107,19 +108,36 @@ def test_reads_never_overwrite_unread_pieces() -> None:
 def test_a_buffer_read_by_the_app_is_written_again_from_its_front() -> None:
     conn = Conn(200_000)
     reader = BodyReader(conn, BodyBuffers())
-    read_into(reader, b"a" * 1000)
+    size = VIEW_MIN
+    read_into(reader, b"a" * size)
     first = conn.pieces.pop()
+    assert isinstance(first, memoryview)
     buf_a = reader.get_buffer(-1)
     assert buf_a.obj is first.obj  # (the same buffer, after the unread piece)
     del buf_a
-    read_into(reader, b"b" * 1000)
-    assert bytes(first) == b"a" * 1000  # still unread: not overwritten
+    read_into(reader, b"b" * size)
+    assert bytes(first) == b"a" * size  # still unread: not overwritten
     conn.pieces.clear()
     del first
-    read_into(reader, b"c" * 1000)
+    read_into(reader, b"c" * size)
     piece = conn.pieces[-1]
     # Everything read: the next read went to the front of the same buffer.
-    assert piece.obj is not None and bytes(piece.obj[:1000]) == b"c" * 1000
+    assert isinstance(piece, memoryview) and piece.obj is not None
+    assert bytes(piece.obj[:size]) == b"c" * size
+
+
+def test_a_short_read_is_copied_and_its_room_reused() -> None:
+    conn = Conn(200_000)
+    reader = BodyReader(conn, BodyBuffers())
+    kept = []
+    for byte in b"xyz":
+        read_into(reader, bytes([byte]) * 100)
+        kept.append(conn.pieces[-1])
+    assert kept == [b"x" * 100, b"y" * 100, b"z" * 100]
+    assert all(type(piece) is bytes for piece in kept)
+    view = reader.get_buffer(-1)  # still the front: short reads pin nothing
+    assert view.obj is not None and bytes(view.obj[:100]) == b"z" * 100
+    assert len(view) == 200_000 - 300
 
 
 def test_reads_stop_at_the_end_of_the_body() -> None:
