@@ -472,8 +472,8 @@ class H1Protocol(asyncio.Protocol):
 
     def body_received(self, data: bytes | memoryview) -> None:
         """(BodyReader) Bytes read into a body buffer (a view, or a copy of a short read):
-        the counted body's, as its reads stop at the body's end; anything past it is
-        parsed as usual."""
+        the counted body's, as its reads stop at the body's end; anything past it (after
+        a head read between requests) is parsed as usual."""
         parser = self.parser
         remaining = parser.body_remaining
         rest = b""
@@ -481,13 +481,24 @@ class H1Protocol(asyncio.Protocol):
             data, rest = data[:remaining], bytes(data[remaining:])
         if data:
             self._dispatch_all(parser.receive_body(data))
-        if not parser.body_remaining and self._body_reader is not None:
-            self._body_reader.give_back()
-            self._body_reader = None
-            if not self.closed and self.transport is not None:
-                self.transport.set_protocol(self)  # request heads arrive as bytes again
         if rest and not self.closed:
             self.data_received(rest)
+
+    def buffered_read_done(self, body_ended: bool) -> None:
+        """(BodyReader, after each read) Go on reading into body buffers while a body is
+        arriving, and right after a read that ended one: a client that uploads once
+        often uploads again, and the next head is then read there too, leaving its body
+        in place. Otherwise the transport comes back here: heads arrive as bytes."""
+        reader = self._body_reader
+        if reader is None or self.closed or self.parser.body_remaining:
+            return
+        reader.give_back()  # between requests a connection holds no buffer
+        if body_ended:
+            return
+        self._body_reader = None
+        transport = self.transport
+        if transport is not None and transport.get_protocol() is reader:
+            transport.set_protocol(self)
 
     def _start(self, request: Request) -> None:
         state = self.state

@@ -133,8 +133,10 @@ class _Connection(Protocol):
     """What a BodyReader needs of its H1Protocol (worker/connection.py, which imports us)."""
 
     parser: H1Connection
+    closed: bool
 
     def body_received(self, data: bytes | memoryview) -> None: ...
+    def buffered_read_done(self, body_ended: bool) -> None: ...
     def data_received(self, data: bytes) -> None: ...
     def eof_received(self) -> bool: ...
     def connection_lost(self, exc: Exception | None) -> None: ...
@@ -156,9 +158,8 @@ class BodyReader(asyncio.BufferedProtocol):
         self._end = 0  # where the next read goes in the slot's buffer
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        # Never past the body's end: the next request's head must arrive as bytes, and be
-        # read by the H1Protocol once it has the transport back. (0: the body is over and
-        # the switch back is under way; a read that still comes here is passed on.)
+        # Never past the body's end (what follows it is parsed from a copy); between
+        # requests, a head and the start of its body.
         want = self.conn.parser.body_remaining or _MIN_ROOM
         slot = self._slot
         if slot is None:
@@ -176,18 +177,45 @@ class BodyReader(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         slot = self._slot
         assert slot is not None
+        conn = self.conn
+        buf = slot.buf
         start = self._end
         end = start + nbytes
-        if nbytes < VIEW_MIN:
+        remaining = conn.parser.body_remaining
+        if not remaining:
+            start = self._head(buf, start, end)
+            remaining = conn.parser.body_remaining
+            if start == end or not remaining or conn.closed:
+                conn.buffered_read_done(False)
+                return
+        if end - start < VIEW_MIN:
             # A short read is copied, and its room is written again by the next read: a
             # client trickling its body must not pin buffers, nor make wsgi.input hold a
             # view object (and its buffer record, ~250 bytes) per byte or so it sends.
-            self.conn.body_received(bytes(memoryview(slot.buf)[start:end]))
-            return
-        self._end = end
-        # A view of its own (not a slice of get_buffer's): holds one reference to the
-        # buffer for as long as any piece of it is unread.
-        self.conn.body_received(memoryview(slot.buf)[start:end])
+            conn.body_received(bytes(memoryview(buf)[start:end]))
+        else:
+            self._end = end
+            # A view of its own (not a slice of get_buffer's): holds one reference to
+            # the buffer for as long as any piece of it is unread.
+            conn.body_received(memoryview(buf)[start:end])
+        conn.buffered_read_done(end - start == remaining)
+
+    def _head(self, buf: bytearray, start: int, end: int) -> int:
+        """Between requests (right after a body): pass the read on as bytes, but leave a
+        long body after its head where it was read. Returns where the body starts (or
+        ``end``: all passed on)."""
+        cut = buf.find(b"\r\n\r\n", start, end) + 4
+        if 4 <= cut <= end - VIEW_MIN:
+            head = bytes(memoryview(buf)[start:cut])
+            # Only a head that cannot switch protocols (Upgrade: h2c hands the bytes after
+            # it to HTTP/2, which must get them in the same call) is split from its read.
+            if b"upgrade" not in head.lower():
+                self.conn.data_received(head)
+                if self.conn.parser.body_remaining or self.conn.closed:
+                    return cut
+                start = cut
+        self.conn.data_received(bytes(memoryview(buf)[start:end]))
+        return end
 
     def give_back(self) -> None:
         """The body is over (or the connection): the buffer returns to the pool."""

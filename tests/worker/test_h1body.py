@@ -30,6 +30,7 @@ class Conn:
         self.parser.receive_data(HEAD % remaining)
         assert self.parser.body_remaining == remaining
         self.pieces: list[bytes | memoryview] = []
+        self.closed = False
 
     def body_received(self, data: bytes | memoryview) -> None:
         self.parser.receive_body(data)
@@ -37,6 +38,9 @@ class Conn:
 
     def data_received(self, data: bytes) -> None:
         raise AssertionError("no read should bypass the body buffers here")
+
+    def buffered_read_done(self, body_ended: bool) -> None:
+        pass
 
     def eof_received(self) -> bool:
         return False
@@ -274,3 +278,31 @@ def test_idle_buffers_are_let_go_once_uploads_stop() -> None:
     pool.trim()
     pool.trim()
     assert pool.idle == 0
+
+
+def test_uploads_in_a_row_stay_in_the_body_buffers() -> None:
+    """After an upload the next head is read into a body buffer too (its body left in
+    place, no switch of protocol); a request without a long body switches back."""
+    bodies = [pattern(300_000, 1), pattern(200_000, 2), b"small"]
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        h = switching_harness(loop, echo_app, body_buffer=256 * 1024)
+        transport = h.transport
+        assert isinstance(transport, SwitchingTransport)
+        for count, body in enumerate(bodies, 1):
+            stream = HEAD % len(body) + body
+            pos = 0
+            while pos < len(stream):
+                if transport.reading:
+                    pos += transport.receive(stream[pos : pos + 100_000])
+                else:
+                    await asyncio.sleep(0.001)
+            await h.until(lambda n=count: transport.data.count(b"HTTP/1.1 200") == n)
+            assert bytes(transport.data).endswith(body)
+            if count < 3:
+                assert isinstance(transport.protocol, BodyReader)
+                assert transport.switches == 1
+        assert transport.protocol is h.proto and transport.switches == 2
+        assert h.proto._body_reader is None
+
+    run(main)
