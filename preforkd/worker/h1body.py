@@ -159,8 +159,8 @@ class BodyReader(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         # Never past the body's end (what follows it is parsed from a copy); between
-        # requests, a head and the start of its body.
-        want = self.conn.parser.body_remaining or _MIN_ROOM
+        # requests, a head and as much of its body as the buffer takes.
+        want = self.conn.parser.body_remaining or BUFFER_SIZE
         slot = self._slot
         if slot is None:
             slot = self._slot = self._pool.acquire()
