@@ -149,3 +149,52 @@ def test_uploads_echo_exactly(
     client.sock.close()
     server.check_running()
     assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("early_bytes", [0, 20_000])
+def test_h2c_upgrade_after_an_upload(start_server: Start, loop: str, early_bytes: int) -> None:
+    """After an upload the next head is read into a body buffer; an Upgrade: h2c there
+    must still hand HTTP/2 every byte after it, even a client's preface and frames sent
+    before the 101 (``early_bytes`` of frames of an unknown type, which HTTP/2 ignores,
+    RFC 9113 §5.5: more than a head is split from its read)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    server = start_server(APP, "--loop", loop, "--workers", "1", wait=False)
+    server.wait_log("is ready")
+    client = connect(server, None)
+    body = os.urandom(300_000)
+    client.send(post(body))
+    assert client.response()[1] == body
+    h2conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    settings = h2conn.initiate_upgrade_connection().decode()
+    h2conn.data_to_send()  # (the preface goes after the head, below)
+    head = (
+        "GET /?read=all HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        f"Upgrade: h2c\r\nHTTP2-Settings: {settings}\r\n\r\n"
+    ).encode()
+    h2conn.initiate_connection()
+    early = h2conn.data_to_send()
+    while len(early) < early_bytes:  # type 0x20, no flags, stream 0, 10,000 bytes
+        early += (10_000).to_bytes(3, "big") + b"\x20\x00" + bytes(4) + bytes(10_000)
+    h2conn.ping(b"last one")  # answered only if every byte before it reached HTTP/2
+    pings = 1
+    client.send(head + early + h2conn.data_to_send())
+    while b"\r\n\r\n" not in client.buffered:
+        client._recv()
+    status, _, rest = client.buffered.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 101"), status
+    acks, ended = 0, False
+    events = h2conn.receive_data(rest)
+    while True:
+        for event in events:
+            acks += isinstance(event, h2.events.PingAckReceived)
+            ended |= isinstance(event, h2.events.StreamEnded) and event.stream_id == 1
+        if ended and acks == pings:
+            break
+        chunk = client.sock.recv(1 << 16)
+        assert chunk, f"closed with {acks} of {pings} PING ACKs, stream 1 ended: {ended}"
+        events = h2conn.receive_data(chunk)
+        client.send(h2conn.data_to_send())
+    client.sock.close()
