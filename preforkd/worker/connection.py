@@ -47,6 +47,7 @@ from preforkd.proto.negotiate import (
     is_http1_request,
     valid_http2_settings,
 )
+from preforkd.worker import h1body
 from preforkd.worker.channel import Channel, WriteFlow, abort_if_not_reading
 from preforkd.worker.h1body import BODY_READ_MIN, BodyReader
 from preforkd.worker.state import WorkerState
@@ -439,6 +440,7 @@ class H1Protocol(asyncio.Protocol):
             self._body_reader is None
             and self.parser.body_remaining >= BODY_READ_MIN
             and not self.closed
+            and h1body.ENABLED
         ):
             self._read_body_into_buffers()
         if current.finished:

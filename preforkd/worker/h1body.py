@@ -44,6 +44,10 @@ from typing import Protocol
 from preforkd.proto.h1 import H1Connection
 from preforkd.proto.h1_body import VIEW_MIN
 
+# Recycling a buffer hinges on CPython's reference counts (see _unshared): elsewhere a
+# buffer could look free while the app has yet to read a view of it, so bodies keep
+# arriving through data_received as bytes.
+ENABLED = sys.implementation.name == "cpython"
 BUFFER_SIZE = 256 * 1024  # uvloop's own read buffer; reads rarely bring more at once
 # A body with less than this still to come is read through data_received as before: the
 # two switches of protocol (a re-registration of the socket each) cost more than the copy.

@@ -13,6 +13,7 @@ import pytest
 from preforkd.proto.events import Data, EndOfMessage, Request
 from preforkd.proto.h1 import H1Connection
 from preforkd.proto.h1_body import VIEW_MIN
+from preforkd.worker import h1body
 from preforkd.worker.connection import H1Protocol
 from preforkd.worker.h1body import BODY_READ_MIN, BodyBuffers, BodyReader, _unshared
 from preforkd.wsgi.input import InputStream
@@ -231,6 +232,33 @@ def test_upload_then_pipelined_request_through_the_body_buffers(size: int) -> No
         assert transport.protocol is h.proto
         # (Bodies that fit the first read are not worth a switch.)
         assert transport.switches == (2 if size > 100_000 else 0)
+
+    run(main)
+
+
+def test_without_reference_counts_to_trust_bodies_arrive_as_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Off CPython the buffers are not used (their recycling reads reference counts): an
+    upload then goes through data_received, and arrives whole all the same."""
+    monkeypatch.setattr(h1body, "ENABLED", False)
+    size = 1_000_003
+    body = pattern(size, 5)
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        h = switching_harness(loop, echo_app, body_buffer=256 * 1024)
+        transport = h.transport
+        assert isinstance(transport, SwitchingTransport)
+        stream = HEAD % size + body
+        pos = 0
+        while pos < len(stream):
+            if transport.reading:
+                pos += transport.receive(stream[pos : pos + 100_000])
+            else:
+                await asyncio.sleep(0.001)
+        await h.until(lambda: b"HTTP/1.1 200" in transport.data)
+        assert bytes(transport.data).endswith(b"\r\n\r\n" + body)
+        assert transport.switches == 0 and h.proto._body_reader is None
 
     run(main)
 
