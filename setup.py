@@ -20,6 +20,7 @@ extensions = (
         Extension(
             f"preforkd.native.{source.stem}",
             [source.relative_to(HERE).as_posix()],
+            depends=["preforkd/native/_common.h"],
             optional=True,
             extra_compile_args=["-O2"],
         )

@@ -20,24 +20,7 @@
  * It then writes what the reference writes, byte for byte, and sets the same attributes
  * (tests/native/ compares the two on hand-written and generated responses).
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <string.h>
-#if PY_VERSION_HEX < 0x030C0000
-#include <structmember.h>
-#define SLOT_TYPE T_OBJECT_EX
-#define SLOT_READONLY READONLY
-#else
-#define SLOT_TYPE Py_T_OBJECT_EX
-#define SLOT_READONLY Py_READONLY
-#endif
-/* A str whose characters can be read in place (3.11 may still meet a legacy one, left
- * to the reference; 3.12 has no others). */
-#if PY_VERSION_HEX < 0x030C0000
-#define STR_READY(o) PyUnicode_IS_READY(o)
-#else
-#define STR_READY(o) 1
-#endif
+#include "_common.h"
 
 enum { H_FALLBACK, H_CLASS, H_REQUEST_CLASS, H_NONE, H_LENGTH, H_CHUNKED, H_CLOSE, H_COUNT };
 
@@ -61,8 +44,6 @@ struct bound {
     Py_ssize_t offset[OFFSETS];
 };
 
-#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
-
 /* RFC 9110 §5.6.2 tchar. */
 static unsigned char is_tchar[256];
 /* RFC 9110 §5.5: no CTL but HTAB in a field value (obs-text allowed); RFC 9112 §4 allows
@@ -72,12 +53,9 @@ static unsigned char is_text[256];
 static void
 init_tables(void)
 {
-    const char *tchar_extra = "!#$%&'*+-.^_`|~";
-    for (int c = 0; c < 256; c++) {
-        is_tchar[c] = ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-                       (c >= 'A' && c <= 'Z') || (c && strchr(tchar_extra, c) != NULL));
+    init_tchar(is_tchar);
+    for (int c = 0; c < 256; c++)
         is_text[c] = (c == '\t' || (c >= 0x20 && c != 0x7F));
-    }
 }
 
 /* The head being written: on the stack while small, on the heap past that. */
@@ -450,35 +428,6 @@ static PyMethodDef head_def = {
     "The status line and header section; the Python head() decides every other case.",
 };
 
-/* Where the __slots__ attribute `name` of cls lives in its instances, or -1 with
- * TypeError when it is not a plain object slot, or the class customises attribute
- * access (then reading the slot directly would bypass it). */
-static Py_ssize_t
-slot_offset(PyObject *cls, const char *name)
-{
-    PyTypeObject *type = (PyTypeObject *)cls;
-    Py_ssize_t offset = -1;
-    if (type->tp_getattro == PyObject_GenericGetAttr &&
-        type->tp_setattro == PyObject_GenericSetAttr) {
-        PyObject *descr = PyObject_GetAttrString(cls, name);
-        if (descr == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-                return -1;
-            PyErr_Clear();  /* no such attribute: the TypeError below says so */
-        } else if (Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
-                   PyType_IsSubtype(type, PyDescr_TYPE(descr))) {
-            PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-            if (member->type == SLOT_TYPE && !(member->flags & SLOT_READONLY))
-                offset = member->offset;
-        }
-        Py_XDECREF(descr);
-    }
-    if (offset < 0)
-        PyErr_Format(PyExc_TypeError, "bind_head(): %s.%s is not a plain slot",
-                     type->tp_name, name);
-    return offset;
-}
-
 static void
 bound_free(PyObject *capsule)
 {
@@ -503,7 +452,7 @@ bind_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return PyErr_NoMemory();
     for (int i = 0; i < OFFSETS; i++) {
         PyObject *cls = args[i < R_METHOD ? H_CLASS : H_REQUEST_CLASS];
-        if ((bd->offset[i] = slot_offset(cls, slot_names[i])) < 0) {
+        if ((bd->offset[i] = slot_offset(cls, slot_names[i], 1)) < 0) {
             PyMem_Free(bd);
             return NULL;
         }

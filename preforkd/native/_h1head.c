@@ -34,9 +34,7 @@
  * after the head (the body, if any, is the caller's to frame). Host's validity and the limits
  * the callbacks also enforce later are the caller's to check.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <string.h>
+#include "_common.h"
 
 /* RFC 9110 §5.6.2: tchar. */
 static unsigned char is_tchar[256];
@@ -53,10 +51,8 @@ static PyObject *version_11, *version_10;
 static void
 init_tables(void)
 {
-    const char *tchar_extra = "!#$%&'*+-.^_`|~";
+    init_tchar(is_tchar);
     for (int c = 0; c < 256; c++) {
-        is_tchar[c] = ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-                       (c >= 'A' && c <= 'Z') || (c && strchr(tchar_extra, c) != NULL));
         is_target[c] = (c >= 0x21 && c <= 0x7E && c != '#');
         is_value[c] = (c == '\t' || (c >= 0x20 && c != 0x7F));
     }

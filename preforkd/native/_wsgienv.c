@@ -23,24 +23,7 @@
  * trusted proxy sent X-Forwarded-Proto or -For. Keys are set in the reference's order,
  * so the two environs compare equal item by item.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <string.h>
-#if PY_VERSION_HEX < 0x030C0000
-#include <structmember.h>
-#define SLOT_TYPE T_OBJECT_EX
-#define SLOT_READONLY READONLY
-#else
-#define SLOT_TYPE Py_T_OBJECT_EX
-#define SLOT_READONLY Py_READONLY
-#endif
-/* A str whose characters can be read in place (3.11 may still meet a legacy one, left
- * to the reference; 3.12 has no others). */
-#if PY_VERSION_HEX < 0x030C0000
-#define STR_READY(o) PyUnicode_IS_READY(o)
-#else
-#define STR_READY(o) 1
-#endif
+#include "_common.h"
 
 /* The helpers bind() keeps, in a tuple. */
 enum {
@@ -70,8 +53,6 @@ struct bound {
     Py_ssize_t offset[OFFSETS];
     Py_ssize_t trusted_index;  /* of from_trusted_proxy in ConnectionInfo */
 };
-
-#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
 /* Interned strings, made once at import (single-phase module, like _h1head). */
 static PyObject *k_template, *k_http_cookie, *k_http_host, *k_xf_proto, *k_xf_for;
@@ -474,34 +455,6 @@ static PyMethodDef build_environ_def = {
     "The WSGI environ of one request; the reference build_environ decides the rest.",
 };
 
-/* Where the __slots__ attribute `name` of cls lives in its instances, or -1 with
- * TypeError when it is not a plain object slot, or the class customises attribute
- * reads (then reading the slot directly would bypass it). */
-static Py_ssize_t
-slot_offset(PyObject *cls, const char *name)
-{
-    PyTypeObject *type = (PyTypeObject *)cls;
-    Py_ssize_t offset = -1;
-    if (type->tp_getattro == PyObject_GenericGetAttr) {
-        PyObject *descr = PyObject_GetAttrString(cls, name);
-        if (descr == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-                return -1;
-            PyErr_Clear();  /* no such attribute: the TypeError below says so */
-        } else if (Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
-                   PyType_IsSubtype(type, PyDescr_TYPE(descr))) {
-            PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-            if (member->type == SLOT_TYPE)
-                offset = member->offset;
-        }
-        Py_XDECREF(descr);
-    }
-    if (offset < 0)
-        PyErr_Format(PyExc_TypeError, "bind(): %s.%s is not a plain slot", type->tp_name,
-                     name);
-    return offset;
-}
-
 static void
 bound_free(PyObject *capsule)
 {
@@ -561,7 +514,7 @@ bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (bd == NULL)
         return PyErr_NoMemory();
     for (int i = 0; i < OFFSETS; i++) {
-        if ((bd->offset[i] = slot_offset(args[H_REQUEST_CLASS], slot_names[i])) < 0) {
+        if ((bd->offset[i] = slot_offset(args[H_REQUEST_CLASS], slot_names[i], 0)) < 0) {
             PyMem_Free(bd);
             return NULL;
         }
