@@ -188,6 +188,17 @@ class SwitchingTransport(FakeTransport):
         return total - len(data)
 
 
+async def send(h: Harness, stream: bytes) -> None:
+    """The client sends ``stream`` as fast as the server reads: whenever reading is
+    paused, it waits (within the harness's deadline) until it resumes."""
+    transport = h.transport
+    assert isinstance(transport, SwitchingTransport)
+    pos = 0
+    while pos < len(stream):
+        await h.until(lambda: transport.reading)
+        pos += transport.receive(stream[pos : pos + 100_000])
+
+
 def switching_harness(loop: asyncio.AbstractEventLoop, app: Any, **kw: Any) -> Harness:
     harness = Harness(loop, app, **kw)
     transport = SwitchingTransport()
@@ -217,13 +228,7 @@ def test_upload_then_pipelined_request_through_the_body_buffers(size: int) -> No
         h = switching_harness(loop, echo_app, body_buffer=256 * 1024)
         transport = h.transport
         assert isinstance(transport, SwitchingTransport)
-        stream = HEAD % size + body + second
-        pos = 0
-        while pos < len(stream):  # the client sends as fast as reading is not paused
-            if transport.reading:
-                pos += transport.receive(stream[pos : pos + 100_000])
-            else:
-                await asyncio.sleep(0.001)
+        await send(h, HEAD % size + body + second)
         await h.until(lambda: transport.data.count(b"HTTP/1.1 200") == 2)
         response = bytes(transport.data)
         assert body in response and response.endswith(b"\r\n\r\nafter")
@@ -249,13 +254,7 @@ def test_without_reference_counts_to_trust_bodies_arrive_as_bytes(
         h = switching_harness(loop, echo_app, body_buffer=256 * 1024)
         transport = h.transport
         assert isinstance(transport, SwitchingTransport)
-        stream = HEAD % size + body
-        pos = 0
-        while pos < len(stream):
-            if transport.reading:
-                pos += transport.receive(stream[pos : pos + 100_000])
-            else:
-                await asyncio.sleep(0.001)
+        await send(h, HEAD % size + body)
         await h.until(lambda: b"HTTP/1.1 200" in transport.data)
         assert bytes(transport.data).endswith(b"\r\n\r\n" + body)
         assert transport.switches == 0 and h.proto._body_reader is None
@@ -318,13 +317,7 @@ def test_uploads_in_a_row_stay_in_the_body_buffers() -> None:
         transport = h.transport
         assert isinstance(transport, SwitchingTransport)
         for count, body in enumerate(bodies, 1):
-            stream = HEAD % len(body) + body
-            pos = 0
-            while pos < len(stream):
-                if transport.reading:
-                    pos += transport.receive(stream[pos : pos + 100_000])
-                else:
-                    await asyncio.sleep(0.001)
+            await send(h, HEAD % len(body) + body)
             await h.until(lambda n=count: transport.data.count(b"HTTP/1.1 200") == n)
             assert bytes(transport.data).endswith(body)
             if count < 3:
