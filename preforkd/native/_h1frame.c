@@ -40,7 +40,7 @@ static const char *const slot_names[OFFSETS] = {
 
 /* What bind_head() keeps: the builtin's self is a capsule of this. */
 struct bound {
-    PyObject *helpers;  /* tuple, H_* */
+    PyObject *helpers;  /* tuple, H_* (first: see bound_free in _common.h) */
     Py_ssize_t offset[OFFSETS];
 };
 
@@ -428,16 +428,6 @@ static PyMethodDef head_def = {
     "The status line and header section; the Python head() decides every other case.",
 };
 
-static void
-bound_free(PyObject *capsule)
-{
-    struct bound *bd = PyCapsule_GetPointer(capsule, capsule_name);
-    if (bd != NULL) {
-        Py_XDECREF(bd->helpers);
-        PyMem_Free(bd);
-    }
-}
-
 static PyObject *
 bind_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -457,19 +447,7 @@ bind_head(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
     }
-    PyObject *capsule = PyCapsule_New(bd, capsule_name, bound_free);
-    if (capsule == NULL) {
-        PyMem_Free(bd);
-        return NULL;
-    }
-    if ((bd->helpers = PyTuple_New(nargs)) == NULL) {
-        Py_DECREF(capsule);
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        PyTuple_SET_ITEM(bd->helpers, i, Py_NewRef(args[i]));
-    PyObject *fn = PyCFunction_NewEx(&head_def, capsule, module);
-    Py_DECREF(capsule);
+    PyObject *fn = bind_builtin(&head_def, module, capsule_name, bd, args, nargs);
     if (fn == NULL)
         return NULL;
     /* A builtin is no descriptor: wrapped, it binds to the instance as a method does. */

@@ -49,7 +49,7 @@ static const char *const slot_names[OFFSETS] = {"headers", "target", "method", "
 
 /* What bind() keeps: the builtin's self is a capsule of this. */
 struct bound {
-    PyObject *helpers;  /* tuple, H_* */
+    PyObject *helpers;  /* tuple, H_* (first: see bound_free in _common.h) */
     Py_ssize_t offset[OFFSETS];
     Py_ssize_t trusted_index;  /* of from_trusted_proxy in ConnectionInfo */
 };
@@ -455,16 +455,6 @@ static PyMethodDef build_environ_def = {
     "The WSGI environ of one request; the reference build_environ decides the rest.",
 };
 
-static void
-bound_free(PyObject *capsule)
-{
-    struct bound *bd = PyCapsule_GetPointer(capsule, capsule_name);
-    if (bd != NULL) {
-        Py_XDECREF(bd->helpers);
-        PyMem_Free(bd);
-    }
-}
-
 /* The index of from_trusted_proxy in the named tuple class conn_cls, or -1. */
 static Py_ssize_t
 trusted_index(PyObject *conn_cls)
@@ -523,20 +513,7 @@ bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyMem_Free(bd);
         return NULL;
     }
-    PyObject *capsule = PyCapsule_New(bd, capsule_name, bound_free);
-    if (capsule == NULL) {
-        PyMem_Free(bd);
-        return NULL;
-    }
-    if ((bd->helpers = PyTuple_New(nargs)) == NULL) {
-        Py_DECREF(capsule);
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        PyTuple_SET_ITEM(bd->helpers, i, Py_NewRef(args[i]));
-    PyObject *fn = PyCFunction_NewEx(&build_environ_def, capsule, module);
-    Py_DECREF(capsule);
-    return fn;
+    return bind_builtin(&build_environ_def, module, capsule_name, bd, args, nargs);
 }
 
 static PyMethodDef wsgienv_methods[] = {
