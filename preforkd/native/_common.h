@@ -1,6 +1,6 @@
 /* What preforkd's C accelerators share (each module includes it and gets its own static
- * copy): the CPython version shims, RFC 9110's token characters, and reading __slots__
- * in place.
+ * copy): the CPython version shims, RFC 9110's token characters, reading __slots__
+ * in place, and a builtin bound to its Python helpers through a capsule.
  *
  * Why slots in place: a PyObject_GetAttr costs ~150 instructions, a large share of what
  * a module saves per request. An instance of exactly the class bound at import, whose
@@ -23,42 +23,6 @@
 #define SLOT_TYPE Py_T_OBJECT_EX
 #define SLOT_READONLY Py_READONLY
 #define STR_READY(o) 1
-/* A capsule's destructor for a bound struct: PyMem-allocated, its first member the
- * helpers tuple (a pointer to a struct is a pointer to its first member). */
-static inline void
-bound_free(PyObject *capsule)
-{
-    PyObject **helpers = PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule));
-    if (helpers != NULL) {
-        Py_XDECREF(*helpers);
-        PyMem_Free(helpers);
-    }
-}
-
-/* The builtin `def` whose self is a capsule named `name` owning `bound` (see bound_free),
- * with args[0:nargs] kept as its helpers tuple. `bound` is freed on failure. */
-static inline PyObject *
-bind_builtin(PyMethodDef *def, PyObject *module, const char *name, void *bound,
-             PyObject *const *args, Py_ssize_t nargs)
-{
-    PyObject *capsule = PyCapsule_New(bound, name, bound_free);
-    if (capsule == NULL) {
-        PyMem_Free(bound);
-        return NULL;
-    }
-    PyObject *helpers = PyTuple_New(nargs);
-    if (helpers == NULL) {
-        Py_DECREF(capsule);
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        PyTuple_SET_ITEM(helpers, i, Py_NewRef(args[i]));
-    *(PyObject **)bound = helpers;
-    PyObject *fn = PyCFunction_NewEx(def, capsule, module);
-    Py_DECREF(capsule);
-    return fn;
-}
-
 #endif
 
 /* The object in the slot at offset (borrowed; NULL when unset). */
